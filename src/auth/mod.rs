@@ -1,0 +1,78 @@
+//! Who is calling: API keys and accounts ([`keys`]), token verification
+//! ([`Verifier`]) and the verified [`Caller`] that handlers receive.
+//!
+//! Verification happens once per request, in the transport's auth layer; the
+//! service layer only sees a [`Caller`] and asks it what it may do.
+
+pub mod claims;
+pub mod keys;
+mod verifier;
+
+use std::sync::Arc;
+
+pub use claims::{Claims, Permission, Role};
+pub use keys::{Account, Keyring};
+pub use verifier::Verifier;
+
+use crate::error::ErrorCode;
+
+/// Why a request was refused. Messages name the rule that failed and never
+/// contain a secret or a whole token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable identity: missing, malformed, badly signed or expired token,
+    /// or an unknown API key.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A valid identity without the right to do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+}
+
+impl AuthError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+        }
+    }
+}
+
+/// A verified caller: the account behind the token's API key and what the
+/// token allows.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub account: Arc<Account>,
+    pub api_key: String,
+    pub permissions: Vec<Permission>,
+    /// `None` when the token has no `roles` claim, which means every role.
+    pub roles: Option<Vec<Role>>,
+    /// The room the token is limited to, from its `roomId` claim.
+    pub room_scope: Option<String>,
+}
+
+impl Caller {
+    /// The management API (rooms, sessions) needs the `crawler` role; `rtc`
+    /// tokens are for joining meetings only.
+    pub fn require_management(&self) -> Result<(), AuthError> {
+        match &self.roles {
+            Some(roles) if !roles.contains(&Role::Crawler) => Err(AuthError::PermissionDenied(
+                "token roles do not include \"crawler\", which the management API requires".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a room-scoped token may act on a room known by these names.
+    pub fn may_access_room<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        match &self.room_scope {
+            None => true,
+            Some(scope) => names.into_iter().any(|name| name == scope),
+        }
+    }
+
+    pub fn scope_error(&self) -> AuthError {
+        let scope = self.room_scope.as_deref().unwrap_or_default();
+        AuthError::PermissionDenied(format!("token is scoped to room {scope:?}"))
+    }
+}

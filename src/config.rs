@@ -1,0 +1,183 @@
+//! Command-line flags. Every flag has a `ROOMSERVICE_*` environment twin; a
+//! flag given on the command line wins over its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Keyring;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roomservice",
+    version,
+    about = "Control plane for video-conference rooms: gRPC RoomService with JWT auth",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, for a bare `roomservice`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve(ServeArgs),
+    /// Print a signed token for calling the service, and nothing else.
+    Token(TokenArgs),
+}
+
+/// Where API keys come from: a keys file, a `key:secret` list, or neither
+/// (dev mode).
+#[derive(Debug, Clone, Args)]
+pub struct KeySource {
+    /// TOML file of API keys ([[keys]] with api_key, secret, and optional
+    /// user_id, name, email, service).
+    #[arg(long, env = "ROOMSERVICE_KEYS_FILE", value_name = "PATH")]
+    pub keys_file: Option<PathBuf>,
+
+    /// API keys as "key1:secret1,key2:secret2"; ignored when a keys file is given.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_KEYS",
+        value_name = "LIST",
+        hide_env_values = true
+    )]
+    pub keys: Option<String>,
+}
+
+impl KeySource {
+    /// The configured keyring, or `None` when no keys are configured (dev mode).
+    pub fn load(&self) -> Result<Option<Keyring>, String> {
+        if let Some(path) = &self.keys_file {
+            return Keyring::load_file(path)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        if let Some(list) = &self.keys {
+            return Keyring::parse_list(list)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "ROOMSERVICE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Base of the `links` URLs in responses [default: http://<listen address>].
+    #[arg(long, env = "ROOMSERVICE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub keys: KeySource,
+
+    /// Accept tokens without an `exp` claim (they never expire).
+    #[arg(long, env = "ROOMSERVICE_ALLOW_LEGACY_TOKENS")]
+    pub allow_legacy_tokens: bool,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info,roomservice=debug").
+    #[arg(long, env = "ROOMSERVICE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before
+    /// the process exits anyway.
+    #[arg(long, env = "ROOMSERVICE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// API key to put in the token [default: the only key of --keys-file or
+    /// ROOMSERVICE_KEYS, else the dev key "devkey"].
+    #[arg(long, env = "ROOMSERVICE_API_KEY")]
+    pub api_key: Option<String>,
+
+    /// Secret to sign with [default: looked up in the keys, else the dev secret].
+    #[arg(long, env = "ROOMSERVICE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    #[command(flatten)]
+    pub keys: KeySource,
+
+    /// How long the token is valid: e.g. 90s, 30m, 2h, 7d.
+    #[arg(long, env = "ROOMSERVICE_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+
+    /// Comma-separated permissions: allow_join, allow_mod, ask_join.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_TOKEN_PERMISSIONS",
+        default_value = "allow_join,allow_mod"
+    )]
+    pub permissions: String,
+
+    /// Comma-separated roles: crawler (server API), rtc (join only). An empty
+    /// value leaves the claim out, which means both.
+    #[arg(long, env = "ROOMSERVICE_TOKEN_ROLES", default_value = "crawler")]
+    pub roles: String,
+
+    /// Limit the token to one room (roomId or customRoomId).
+    #[arg(long, env = "ROOMSERVICE_TOKEN_ROOM_ID")]
+    pub room_id: Option<String>,
+}
+
+/// Parses `90s`, `30m`, `2h`, `7d`, or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration: use e.g. 90s, 30m, 2h, 7d"))?;
+    let seconds_per_unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?} has an unknown unit: use s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds_per_unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(parse_duration("15").unwrap().as_secs(), 15);
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

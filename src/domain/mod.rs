@@ -1,0 +1,70 @@
+//! Domain values: identifiers, rooms and their validation rules. Nothing here
+//! knows about tonic, axum or Redis.
+
+mod ids;
+mod room;
+
+pub use ids::{CustomRoomId, DocumentId, RoomId, UserId};
+pub use room::{
+    AutoCloseConfig, AutoCloseParams, AutoCloseType, CreateRoomParams, GeoFence, Room,
+    RoomSettings, RoomSpec, WEBHOOK_EVENTS, Webhook, WebhookParams,
+};
+
+use jiff::Timestamp;
+
+/// One invalid field of a request: `field` is its JSON path in the REST shape
+/// (`webhook.events[1]`), so gRPC and REST callers read the same name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> FieldViolation {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// The current time, truncated to the millisecond precision the API shows, so
+/// a stored room and the room just returned never disagree.
+pub fn now() -> Timestamp {
+    Timestamp::from_millisecond(Timestamp::now().as_millisecond()).expect("now is in range")
+}
+
+/// Formats a timestamp the way the API shows it: `2022-03-25T04:49:11.024Z`.
+pub fn format_timestamp(ts: Timestamp) -> String {
+    format!("{ts:.3}")
+}
+
+/// The base of every `links` URL: the server's public URL without a trailing
+/// slash, e.g. `https://rooms.example.com`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(raw: &str) -> Result<PublicUrl, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("{raw:?} must be an absolute http or https URL"));
+        }
+        Ok(PublicUrl(raw.trim_end_matches('/').to_owned()))
+    }
+
+    /// `<base>/v2/rooms/<roomId>`.
+    pub fn room(&self, room_id: &RoomId) -> String {
+        format!("{}/v2/rooms/{room_id}", self.0)
+    }
+
+    /// `<base>/v2/sessions/`, or one session's URL when `session_id` is given.
+    pub fn session(&self, session_id: Option<&str>) -> String {
+        format!("{}/v2/sessions/{}", self.0, session_id.unwrap_or_default())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,0 +1,49 @@
+use std::sync::Arc;
+
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+use super::to_status;
+use crate::auth::{AuthError, Verifier};
+use crate::error::Error;
+
+/// Verifies the `authorization` metadata of every call to a management
+/// service and hands the verified [`crate::auth::Caller`] to the handler as a
+/// request extension. Refusals are logged with their reason (never the token).
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    verifier: Arc<Verifier>,
+}
+
+impl AuthInterceptor {
+    pub fn new(verifier: Arc<Verifier>) -> AuthInterceptor {
+        AuthInterceptor { verifier }
+    }
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = match request.metadata().get("authorization") {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                to_status(Error::Auth(AuthError::Unauthenticated(
+                    "authorization metadata is not ASCII".into(),
+                )))
+            })?),
+        };
+        let verified = self
+            .verifier
+            .verify(header)
+            .and_then(|caller| caller.require_management().map(|()| caller));
+        match verified {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            Err(refusal) => {
+                tracing::info!(reason = %refusal, "call refused");
+                Err(to_status(Error::Auth(refusal)))
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! proto ⇄ domain. Proto3 cannot tell an unset message from an empty one, so
+//! an absent `webhook` or `autoCloseConfig` message means "not given".
+
+use std::collections::BTreeMap;
+
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+
+use super::pb;
+use crate::domain::{self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, WebhookParams};
+
+pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
+    CreateRoomParams {
+        custom_room_id: request.custom_room_id,
+        geo_fence: request.geo_fence,
+        webhook: request.webhook.map(|w| WebhookParams {
+            end_point: w.end_point,
+            events: w.events,
+        }),
+        auto_close_config: request.auto_close_config.map(|a| AutoCloseParams {
+            kind: Some(a.r#type),
+            duration: a.duration.map(i64::from),
+        }),
+        auto_start_config: request.auto_start_config.map(struct_to_json),
+        multi_composition: request.multi_composition.map(struct_to_json),
+        allowed_participant_ids: request.allowed_participant_ids,
+    }
+}
+
+pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
+    let settings = &room.settings;
+    pb::Room {
+        room_id: room.room_id.to_string(),
+        custom_room_id: room.custom_room_id.as_ref().map(ToString::to_string),
+        user_id: room.user_id.to_string(),
+        disabled: room.disabled,
+        created_at: domain::format_timestamp(room.created_at),
+        updated_at: domain::format_timestamp(room.updated_at),
+        id: room.id().to_string(),
+        links: Some(pb::Links {
+            get_room: base.room(&room.room_id),
+            get_session: base.session(None),
+        }),
+        webhook: settings.webhook.as_ref().map(|w| pb::Webhook {
+            end_point: w.end_point.clone(),
+            events: w.events.clone(),
+        }),
+        auto_close_config: settings.auto_close_config.map(|a| pb::AutoCloseConfig {
+            r#type: a.kind.as_str().to_owned(),
+            duration: Some(a.duration_minutes as i32),
+        }),
+        geo_fence: settings.geo_fence.map(|g| g.as_str().to_owned()),
+        auto_start_config: settings.auto_start_config.clone().map(json_to_struct),
+        multi_composition: settings.multi_composition.clone().map(json_to_struct),
+        allowed_participant_ids: settings.allowed_participant_ids.clone(),
+    }
+}
+
+fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(value: prost_types::Value) -> Value {
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        // protobuf numbers are doubles; whole ones go back to JSON integers so
+        // that `{"x": 1}` sent over gRPC reads the same as over REST.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 => {
+            Value::Number(Number::from(n as i64))
+        }
+        Some(Kind::NumberValue(n)) => Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+fn json_to_struct(map: Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn json_to_value(value: Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_form_json_survives_the_round_trip() {
+        let json: Map<String, Value> = serde_json::from_str(
+            r#"{"n":1,"f":1.5,"s":"x","b":true,"z":null,"l":[1,"a"],"o":{"deep":[{"k":-3}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(struct_to_json(json_to_struct(json.clone())), json);
+    }
+}

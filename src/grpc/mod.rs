@@ -1,0 +1,22 @@
+//! The gRPC transport: generated code, proto ⇄ domain conversion, the auth
+//! interceptor, and the tonic service implementations. Adapters only unpack,
+//! call the service layer, and convert.
+
+mod auth;
+mod convert;
+mod rooms;
+mod status;
+
+pub use auth::AuthInterceptor;
+pub use rooms::RoomsGrpc;
+pub use status::to_status;
+
+/// Generated messages and the RoomService client and server.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("rooms.v1");
+}
+
+/// The encoded descriptor set of `proto/`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/rooms_descriptor.bin"));

@@ -1,0 +1,27 @@
+//! roomservice: the control plane for video-conference rooms.
+//!
+//! A request walks down once: transport (`grpc`) → auth → `service` (the
+//! rules) → `store`, and back. No layer reaches around the one below it.
+
+/// API keys, accounts, token verification and the verified caller.
+pub mod auth;
+/// Subcommands other than `serve`.
+pub mod cli;
+/// Command-line flags and their `ROOMSERVICE_*` environment twins.
+pub mod config;
+/// Identifiers, rooms and validation; free of transport and storage types.
+pub mod domain;
+/// The error type and its gRPC/HTTP mapping.
+pub mod error;
+/// tonic adapters: proto ⇄ domain, auth interceptor, service impls.
+pub mod grpc;
+/// Startup and shutdown of the `serve` command.
+pub mod run;
+/// One listener with RoomService, health and reflection.
+pub mod server;
+/// Business rules over a store.
+pub mod service;
+/// The storage trait and its implementations.
+pub mod store;
+/// Logging setup.
+pub mod telemetry;

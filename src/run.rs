@@ -1,0 +1,105 @@
+//! `roomservice serve`: turn flags into a running server, and stop it
+//! gracefully on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{Keyring, Verifier};
+use crate::config::ServeArgs;
+use crate::domain::PublicUrl;
+use crate::server::{self, App};
+use crate::store::{MemoryStore, Store};
+
+pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let keyring = match args.keys.load()? {
+        Some(keyring) => {
+            tracing::info!(keys = keyring.len(), "api keys loaded");
+            keyring
+        }
+        None => {
+            if !args.listen.ip().is_loopback() {
+                return Err(format!(
+                    "refusing dev mode on non-loopback address {}: configure API keys with --keys-file or ROOMSERVICE_KEYS",
+                    args.listen
+                ));
+            }
+            tracing::warn!(
+                "DEV MODE: no API keys configured; accepting tokens signed by api key \"devkey\" with secret \"secret\". \
+                 Configure --keys-file or ROOMSERVICE_KEYS before exposing this server"
+            );
+            Keyring::dev()
+        }
+    };
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let public_url = match &args.public_url {
+        Some(raw) => PublicUrl::parse(raw).map_err(|e| format!("--public-url: {e}"))?,
+        None => PublicUrl::parse(&format!("http://{local}")).expect("a socket address makes a URL"),
+    };
+
+    tracing::warn!(
+        "storage: embedded in-memory store; rooms live in this process only and are lost on exit"
+    );
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+
+    let app = App {
+        store,
+        verifier: Arc::new(Verifier::new(keyring, args.allow_legacy_tokens)),
+        public_url,
+    };
+    tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: refusing new connections, finishing in-flight calls");
+        let _ = stopping_tx.send(());
+    };
+    let grace = args.shutdown_grace;
+    tokio::select! {
+        result = server::serve(listener, app, shutdown) => {
+            result.map_err(|e| format!("server failed: {e}"))?;
+            tracing::info!("stopped");
+        }
+        _ = async move {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "calls still running after the shutdown grace period; exiting");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,108 @@
+//! Storage of rooms behind one async trait, so the service logic runs the same
+//! on the embedded in-memory store and on Redis. Every implementation must
+//! pass the conformance suite in `tests/store_conformance.rs`.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+
+use crate::domain::{CustomRoomId, DocumentId, Room, RoomId, UserId};
+use crate::error::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store cannot be reached or did not answer in time. Callers
+    /// may retry; nothing was half-written.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something this version cannot read.
+    #[error("storage returned unreadable data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// What [`Store::create_room`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    /// The room was stored as given.
+    Created(Room),
+    /// The account already has a room with this customRoomId; nothing was
+    /// written and this is that room.
+    Existing(Room),
+    /// The roomId is already taken; nothing was written. The caller picks a
+    /// new roomId and tries again.
+    RoomIdTaken,
+}
+
+/// How a caller named a room. A string may have several readings (a
+/// customRoomId can look like a roomId), so a lookup tries them in order:
+/// roomId, then document id, then customRoomId.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomKey {
+    pub room_id: Option<RoomId>,
+    pub document_id: Option<DocumentId>,
+    pub custom_room_id: Option<CustomRoomId>,
+}
+
+impl RoomKey {
+    /// Every reading of `raw`; `None` when it can name no room at all.
+    pub fn parse(raw: &str) -> Option<RoomKey> {
+        let key = RoomKey {
+            room_id: RoomId::parse(raw),
+            document_id: DocumentId::parse(raw),
+            custom_room_id: CustomRoomId::parse(raw).ok(),
+        };
+        let names_something =
+            key.room_id.is_some() || key.document_id.is_some() || key.custom_room_id.is_some();
+        names_something.then_some(key)
+    }
+
+    /// The roomIds this key could mean directly, in lookup order.
+    pub fn direct_room_ids(&self) -> Vec<RoomId> {
+        let mut ids: Vec<RoomId> = self.room_id.iter().cloned().collect();
+        if let Some(from_document) = self.document_id.as_ref().and_then(DocumentId::room_id) {
+            ids.push(from_document);
+        }
+        ids
+    }
+
+    /// Whether `room` is the room this key names by its direct readings.
+    pub fn matches_document(&self, room: &Room) -> bool {
+        self.document_id.as_ref() == Some(&room.id())
+    }
+}
+
+/// Rooms, partitioned by account: no method can reach another account's rooms.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `room` unless its account already has a room with the same
+    /// customRoomId or the roomId is taken. Atomic: concurrent calls with one
+    /// customRoomId, from any number of processes, store exactly one room. The
+    /// room and its listing-index entry are written together or not at all.
+    async fn create_room(&self, room: &Room) -> Result<CreateOutcome, StoreError>;
+
+    /// The account's room named by `key`, trying roomId, then document id,
+    /// then customRoomId.
+    async fn get_room(&self, user_id: &UserId, key: &RoomKey) -> Result<Option<Room>, StoreError>;
+
+    /// One page of the account's rooms, newest first, and the account's total.
+    async fn list_rooms(
+        &self,
+        user_id: &UserId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Room>, usize), StoreError>;
+
+    /// Succeeds when the store can serve requests; used by health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
