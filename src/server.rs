@@ -16,7 +16,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
 use crate::grpc::pb::room_service_server::RoomServiceServer;
-use crate::grpc::{AuthInterceptor, FILE_DESCRIPTOR_SET, RoomsGrpc};
+use crate::grpc::{AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc};
 use crate::service::RoomService;
 use crate::store::Store;
 
@@ -70,6 +70,7 @@ pub async fn serve(
     // does not expose these settings.
     let rooms = RoomServiceServer::new(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
     let rooms = InterceptedService::new(rooms, AuthInterceptor::new(app.verifier.clone()));
+    let rooms = OversizeAsResourceExhausted(rooms);
 
     let result = Server::builder()
         .add_service(health_service)

@@ -171,6 +171,9 @@ impl Verifier {
 }
 
 fn strip_bearer(raw: &str) -> &str {
+    if raw.eq_ignore_ascii_case("bearer") {
+        return "";
+    }
     match raw.get(..7) {
         Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => raw[7..].trim_start(),
         _ => raw,
@@ -245,5 +248,6 @@ mod tests {
         assert_eq!(strip_bearer("bearer   abc"), "abc");
         assert_eq!(strip_bearer("abc.def"), "abc.def");
         assert_eq!(strip_bearer("Bear"), "Bear");
+        assert_eq!(strip_bearer("Bearer"), "");
     }
 }

@@ -4,10 +4,12 @@
 
 mod auth;
 mod convert;
+mod limits;
 mod rooms;
 mod status;
 
 pub use auth::AuthInterceptor;
+pub use limits::OversizeAsResourceExhausted;
 pub use rooms::RoomsGrpc;
 pub use status::to_status;
 

@@ -1,0 +1,264 @@
+//! The `roomservice` binary as an operator runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roomservice::grpc::pb::CreateRoomRequest;
+use roomservice::grpc::pb::room_service_client::RoomServiceClient;
+
+use crate::harness::*;
+
+fn roomservice() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomservice"));
+    // Only what each test sets: no ROOMSERVICE_* from the developer's shell.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ROOMSERVICE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn token_output(args: &[&str]) -> std::process::Output {
+    roomservice().arg("token").args(args).output().unwrap()
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn token_prints_only_a_jwt_with_the_sdk_claims() {
+    let output = token_output(&[]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.trim_end();
+    assert_eq!(stdout, format!("{token}\n"), "one line, nothing else");
+    assert_eq!(token.split('.').count(), 3);
+    let claims = claims_of(token);
+    assert_eq!(claims["apikey"], "devkey");
+    assert_eq!(
+        claims["permissions"],
+        serde_json::json!(["allow_join", "allow_mod"])
+    );
+    assert_eq!(claims["version"], 2);
+    assert_eq!(claims["roles"], serde_json::json!(["crawler"]));
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 24 * 3600);
+}
+
+#[test]
+fn token_options_shape_the_claims() {
+    let output = token_output(&[
+        "--api-key",
+        ACME_KEY,
+        "--secret",
+        ACME_SECRET,
+        "--ttl",
+        "2h",
+        "--permissions",
+        "ask_join",
+        "--roles",
+        "rtc",
+        "--room-id",
+        "standup",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let claims = claims_of(String::from_utf8(output.stdout).unwrap().trim());
+    assert_eq!(claims["apikey"], ACME_KEY);
+    assert_eq!(claims["permissions"], serde_json::json!(["ask_join"]));
+    assert_eq!(claims["roles"], serde_json::json!(["rtc"]));
+    assert_eq!(claims["roomId"], "standup");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        7200
+    );
+
+    let bad = token_output(&["--permissions", "fly"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown permission"));
+    assert!(bad.stdout.is_empty());
+    let bad = token_output(&["--ttl", "forever"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn token_finds_the_secret_in_the_keys_file() {
+    let dir = tempdir();
+    let keys = dir.join("keys.toml");
+    std::fs::write(&keys, KEYS_TOML).unwrap();
+    let output = token_output(&[
+        "--keys-file",
+        keys.to_str().unwrap(),
+        "--api-key",
+        GLOBEX_KEY,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let verifier = roomservice::auth::Verifier::new(keyring(), false);
+    let caller = verifier
+        .verify(Some(token.trim()))
+        .expect("the server accepts it");
+    assert_eq!(caller.api_key, GLOBEX_KEY);
+
+    let ambiguous = token_output(&["--keys-file", keys.to_str().unwrap()]);
+    assert!(!ambiguous.status.success());
+    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("--api-key"));
+    let unknown = token_output(&["--keys-file", keys.to_str().unwrap(), "--api-key", "nope"]);
+    assert!(!unknown.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "roomservice-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+#[test]
+fn bad_keys_file_stops_startup_naming_file_and_line() {
+    let dir = tempdir();
+    let keys = dir.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[keys]]\napi_key = \"a\"\nsecret = \"s\"\nuser_id = \"not-hex\"\n",
+    )
+    .unwrap();
+    let output = roomservice()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            keys.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keys.toml") && stderr.contains("line 4") && stderr.contains("user_id"),
+        "{stderr}"
+    );
+
+    let missing = roomservice()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            "/nonexistent/keys.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/keys.toml"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn dev_mode_is_refused_off_loopback() {
+    let output = roomservice()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing dev mode") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+    // With keys configured, a non-loopback listen address is fine (checked by env twin).
+    let mut child = roomservice()
+        .args(["--listen", "0.0.0.0:0"])
+        .env("ROOMSERVICE_KEYS", "k:s")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_log(&mut child, "roomservice listening");
+    stop(child);
+}
+
+/// Reads stderr until `needle` appears; returns the line.
+fn wait_for_log(child: &mut Child, needle: &str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains(needle)
+        {
+            return line;
+        }
+    }
+    panic!("{needle:?} never logged");
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// Multi-threaded so the client's connection task keeps running while the test
+// thread blocks waiting for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_tokens_it_minted_and_stops_on_sigterm() {
+    let mut child = roomservice()
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_log(&mut child, "roomservice listening");
+    let log: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    let address = log["fields"]["address"].as_str().unwrap().to_owned();
+
+    let token = String::from_utf8(token_output(&[]).stdout).unwrap();
+    let mut client = RoomServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let room = client
+        .create_room(authed(CreateRoomRequest::default(), token.trim()))
+        .await
+        .expect("dev token accepted")
+        .into_inner();
+    assert!(
+        room.links
+            .unwrap()
+            .get_room
+            .starts_with(&format!("http://{address}/v2/rooms/"))
+    );
+
+    let status = stop(child);
+    assert!(status.success(), "graceful exit: {status:?}");
+}

@@ -1,0 +1,181 @@
+//! Shared test harness: a real server on 127.0.0.1:0 with isolated state,
+//! test accounts, token minting (valid and deliberately broken), and clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use roomservice::auth::{Keyring, Verifier};
+use roomservice::domain::PublicUrl;
+use roomservice::grpc::pb::room_service_client::RoomServiceClient;
+use roomservice::server::{self, App};
+use roomservice::store::{MemoryStore, Store};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// An account with an explicit user_id, name and email.
+pub const ACME_KEY: &str = "acme-key";
+pub const ACME_SECRET: &str = "acme-secret-0123456789";
+pub const ACME_USER: &str = "5f7edbb14c938bcd42944527";
+/// A second key of the same account.
+pub const ACME_KEY_2: &str = "acme-key-2";
+pub const ACME_SECRET_2: &str = "acme-second-secret";
+/// Another account: its rooms must be invisible to Acme and vice versa.
+pub const GLOBEX_KEY: &str = "globex-key";
+pub const GLOBEX_SECRET: &str = "globex-secret-9876543210";
+
+pub const KEYS_TOML: &str = r#"
+[[keys]]
+api_key = "acme-key"
+secret = "acme-secret-0123456789"
+user_id = "5f7edbb14c938bcd42944527"
+name = "Acme"
+email = "ops@acme.test"
+
+[[keys]]
+api_key = "acme-key-2"
+secret = "acme-second-secret"
+user_id = "5f7edbb14c938bcd42944527"
+
+[[keys]]
+api_key = "globex-key"
+secret = "globex-secret-9876543210"
+"#;
+
+pub fn keyring() -> Keyring {
+    Keyring::parse_toml(KEYS_TOML).expect("test keys parse")
+}
+
+/// A running server; shut down (gracefully) when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Arc::new(MemoryStore::new()), false).await
+    }
+
+    pub async fn start_with(store: Arc<dyn Store>, allow_legacy_tokens: bool) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let app = App {
+            store: store.clone(),
+            verifier: Arc::new(Verifier::new(keyring(), allow_legacy_tokens)),
+            public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            addr,
+            store,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to test server")
+    }
+
+    pub async fn rooms(&self) -> RoomServiceClient<Channel> {
+        RoomServiceClient::new(self.channel().await)
+    }
+
+    /// Stops accepting and waits for in-flight calls to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// The claims the official SDKs mint, valid for an hour.
+pub fn sdk_claims(api_key: &str) -> Value {
+    json!({
+        "apikey": api_key,
+        "permissions": ["allow_join", "allow_mod"],
+        "version": 2,
+        "roles": ["crawler"],
+        "iat": now(),
+        "exp": now() + 3600,
+    })
+}
+
+/// Signs arbitrary claims with HS256 (or another HMAC algorithm).
+pub fn sign_with(alg: Algorithm, claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn sign(claims: &Value, secret: &str) -> String {
+    sign_with(Algorithm::HS256, claims, secret)
+}
+
+/// A valid token for Acme.
+pub fn acme_token() -> String {
+    sign(&sdk_claims(ACME_KEY), ACME_SECRET)
+}
+
+pub fn globex_token() -> String {
+    sign(&sdk_claims(GLOBEX_KEY), GLOBEX_SECRET)
+}
+
+/// Builds a JWT from raw JSON parts and a raw signature, for tokens no
+/// library would mint (alg none, foreign algorithms).
+pub fn raw_token(header: &Value, claims: &Value, signature: &str) -> String {
+    let encode = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    format!("{}.{}.{}", encode(header), encode(claims), signature)
+}
+
+/// Wraps a message with an `authorization` value.
+pub fn authed<T>(message: T, authorization: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", authorization.parse().expect("ascii token"));
+    request
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary; each module tests one behaviour against a real
+//! server (and, where named, real redis-server processes).
+
+mod harness;
+
+mod auth;
+mod cli;
+mod reflection;
+mod rooms;
+mod store_conformance;

@@ -1,0 +1,277 @@
+//! The store conformance suite: every `Store` implementation must pass these
+//! cases. `conformance_suite!(backend, make_store)` instantiates them for one
+//! backend; `make_store` returns a fresh, empty, ready store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use roomservice::domain::{
+    AutoCloseConfig, AutoCloseType, CustomRoomId, DocumentId, GeoFence, Room, RoomId, RoomSettings,
+    UserId, Webhook,
+};
+use roomservice::store::{CreateOutcome, MemoryStore, RoomKey, Store};
+
+macro_rules! conformance_suite {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            conformance_suite!(@cases $make;
+                create_and_get_by_every_key,
+                same_custom_room_id_returns_the_existing_room,
+                taken_room_id_writes_nothing,
+                accounts_are_isolated,
+                concurrent_creates_store_one_room,
+                listing_is_newest_first_and_paged,
+                settings_and_flags_round_trip,
+                readings_are_tried_in_order,
+                forged_document_id_is_not_found
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::store_conformance::$case($make().await).await
+            }
+        )*
+    };
+}
+pub(crate) use conformance_suite;
+
+async fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+conformance_suite!(memory, crate::store_conformance::memory_store);
+
+fn user(n: u8) -> UserId {
+    UserId::parse(&format!("{n:024x}")).unwrap()
+}
+
+fn at_ms(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap()
+}
+
+fn room(user_id: &UserId, custom: Option<&str>, created_ms: i64) -> Room {
+    Room {
+        room_id: RoomId::generate(),
+        user_id: user_id.clone(),
+        custom_room_id: custom.map(|c| CustomRoomId::parse(c).unwrap()),
+        disabled: false,
+        created_at: at_ms(created_ms),
+        updated_at: at_ms(created_ms),
+        settings: RoomSettings::default(),
+    }
+}
+
+fn key(raw: &str) -> RoomKey {
+    RoomKey::parse(raw).unwrap()
+}
+
+async fn created(store: &Arc<dyn Store>, room: &Room) -> Room {
+    match store.create_room(room).await.unwrap() {
+        CreateOutcome::Created(stored) => stored,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+pub async fn create_and_get_by_every_key(store: Arc<dyn Store>) {
+    let owner = user(1);
+    let room = created(&store, &room(&owner, Some("standup"), 1_700_000_000_123)).await;
+    for raw in [room.room_id.as_str(), "standup", room.id().as_str()] {
+        let found = store.get_room(&owner, &key(raw)).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&room), "get by {raw}");
+    }
+    assert_eq!(store.get_room(&owner, &key("other")).await.unwrap(), None);
+}
+
+pub async fn same_custom_room_id_returns_the_existing_room(store: Arc<dyn Store>) {
+    let owner = user(1);
+    let first = created(&store, &room(&owner, Some("weekly"), 1_700_000_000_000)).await;
+    let mut second = room(&owner, Some("weekly"), 1_700_000_005_000);
+    second.settings.geo_fence = Some(GeoFence::Us001);
+    assert_eq!(
+        store.create_room(&second).await.unwrap(),
+        CreateOutcome::Existing(first.clone())
+    );
+    assert_eq!(
+        store
+            .get_room(&owner, &key(second.room_id.as_str()))
+            .await
+            .unwrap(),
+        None
+    );
+    let (page, total) = store.list_rooms(&owner, 0, 10).await.unwrap();
+    assert_eq!((page, total), (vec![first], 1));
+}
+
+pub async fn taken_room_id_writes_nothing(store: Arc<dyn Store>) {
+    let owner = user(1);
+    let first = created(&store, &room(&owner, None, 1_700_000_000_000)).await;
+    let mut clash = room(&owner, Some("clash"), 1_700_000_001_000);
+    clash.room_id = first.room_id.clone();
+    assert_eq!(
+        store.create_room(&clash).await.unwrap(),
+        CreateOutcome::RoomIdTaken
+    );
+    assert_eq!(
+        store.get_room(&owner, &key("clash")).await.unwrap(),
+        None,
+        "no half-written index"
+    );
+    assert_eq!(
+        store
+            .get_room(&owner, &key(first.room_id.as_str()))
+            .await
+            .unwrap(),
+        Some(first)
+    );
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
+}
+
+pub async fn accounts_are_isolated(store: Arc<dyn Store>) {
+    let (acme, globex) = (user(1), user(2));
+    let room = created(&store, &room(&acme, Some("lobby"), 1_700_000_000_000)).await;
+    for raw in [room.room_id.as_str(), "lobby", room.id().as_str()] {
+        assert_eq!(
+            store.get_room(&globex, &key(raw)).await.unwrap(),
+            None,
+            "{raw}"
+        );
+    }
+    assert_eq!(store.list_rooms(&globex, 0, 10).await.unwrap(), (vec![], 0));
+    let theirs = created(&store, &room_for(&globex, "lobby")).await;
+    assert_ne!(theirs.room_id, room.room_id);
+    assert_eq!(
+        store.get_room(&acme, &key("lobby")).await.unwrap(),
+        Some(room)
+    );
+}
+
+fn room_for(user_id: &UserId, custom: &str) -> Room {
+    room(user_id, Some(custom), 1_700_000_000_500)
+}
+
+pub async fn concurrent_creates_store_one_room(store: Arc<dyn Store>) {
+    let owner = user(3);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            let candidate = room_for(&owner, "rush");
+            tokio::spawn(async move { store.create_room(&candidate).await.unwrap() })
+        })
+        .collect();
+    let mut created_count = 0;
+    let mut room_ids = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            CreateOutcome::Created(room) => {
+                created_count += 1;
+                room_ids.insert(room.room_id);
+            }
+            CreateOutcome::Existing(room) => {
+                room_ids.insert(room.room_id);
+            }
+            CreateOutcome::RoomIdTaken => panic!("random roomIds collided"),
+        }
+    }
+    assert_eq!(created_count, 1);
+    assert_eq!(room_ids.len(), 1);
+    assert_eq!(store.list_rooms(&owner, 0, 100).await.unwrap().1, 1);
+}
+
+pub async fn listing_is_newest_first_and_paged(store: Arc<dyn Store>) {
+    let owner = user(4);
+    let mut rooms = Vec::new();
+    for i in 0..25 {
+        rooms.push(created(&store, &room(&owner, None, 1_700_000_000_000 + i * 1000)).await);
+    }
+    // Another account's rooms never show up in the listing.
+    created(&store, &room(&user(5), None, 1_800_000_000_000)).await;
+    rooms.reverse();
+    let (first, total) = store.list_rooms(&owner, 0, 10).await.unwrap();
+    assert_eq!(total, 25);
+    assert_eq!(first, rooms[..10]);
+    let (last, _) = store.list_rooms(&owner, 20, 10).await.unwrap();
+    assert_eq!(last, rooms[20..]);
+    let (past_end, total) = store.list_rooms(&owner, 30, 10).await.unwrap();
+    assert_eq!((past_end.len(), total), (0, 25));
+    assert_eq!(
+        store.list_rooms(&user(6), 0, 10).await.unwrap(),
+        (vec![], 0)
+    );
+}
+
+pub async fn settings_and_flags_round_trip(store: Arc<dyn Store>) {
+    let owner = user(7);
+    let mut full = room(&owner, Some("everything"), 1_700_000_000_007);
+    full.disabled = true;
+    full.updated_at = at_ms(1_700_000_100_999);
+    full.settings = RoomSettings {
+        geo_fence: Some(GeoFence::In003),
+        webhook: Some(Webhook {
+            end_point: "https://hooks.example.com/x?y=1".into(),
+            events: vec!["*".into(), "hls-*".into()],
+        }),
+        auto_close_config: Some(AutoCloseConfig {
+            kind: AutoCloseType::SessionEndAndDeactivate,
+            duration_minutes: 43_200,
+        }),
+        auto_start_config: Some(
+            serde_json::from_str(r#"{"a":[1,2.5,"ü",null],"b":{"c":true}}"#).unwrap(),
+        ),
+        multi_composition: Some(serde_json::from_str(r#"{"layout":"grid"}"#).unwrap()),
+        allowed_participant_ids: vec!["alice".into(), "bob with spaces".into()],
+    };
+    created(&store, &full).await;
+    let found = store
+        .get_room(&owner, &key("everything"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, full);
+    assert_eq!(
+        found.created_at.as_millisecond() % 1000,
+        7,
+        "milliseconds are kept"
+    );
+}
+
+pub async fn readings_are_tried_in_order(store: Arc<dyn Store>) {
+    let owner = user(8);
+    let target = created(&store, &room(&owner, None, 1_700_000_000_000)).await;
+    // A customRoomId that looks like another room's roomId: the roomId reading wins.
+    let lookalike = created(
+        &store,
+        &room(&owner, Some(target.room_id.as_str()), 1_700_000_001_000),
+    )
+    .await;
+    assert_eq!(
+        store
+            .get_room(&owner, &key(target.room_id.as_str()))
+            .await
+            .unwrap(),
+        Some(target)
+    );
+    // A customRoomId shaped like a document id that names no room is found as a customRoomId.
+    let hexish = "0123456789abcdef01234567";
+    let hex_named = created(&store, &room(&owner, Some(hexish), 1_700_000_002_000)).await;
+    assert_eq!(
+        store.get_room(&owner, &key(hexish)).await.unwrap(),
+        Some(hex_named)
+    );
+    assert_ne!(lookalike.room_id.as_str(), hexish);
+}
+
+pub async fn forged_document_id_is_not_found(store: Arc<dyn Store>) {
+    let owner = user(9);
+    let room = created(&store, &room(&owner, None, 1_700_000_000_000)).await;
+    let real = room.id();
+    let forged = DocumentId::parse(&format!("00000001{}", &real.as_str()[8..])).unwrap();
+    assert_eq!(forged.room_id(), Some(room.room_id.clone()));
+    assert_eq!(
+        store.get_room(&owner, &key(forged.as_str())).await.unwrap(),
+        None
+    );
+}
