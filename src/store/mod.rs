@@ -3,8 +3,10 @@
 //! pass the conformance suite in `tests/store_conformance.rs`.
 
 mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisConfig, RedisStore};
 
 use async_trait::async_trait;
 

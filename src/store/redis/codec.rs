@@ -1,0 +1,397 @@
+//! The stored form of rooms: key names, the room hash's fields, and the
+//! decoding of script replies. docs/redis-schema.md describes the same layout;
+//! change both together.
+//!
+//! Everything read back from Redis is treated as untrusted: a malformed reply
+//! becomes [`StoreError::Corrupt`], never a panic.
+
+use jiff::Timestamp;
+use redis::Value;
+
+use crate::domain::{CustomRoomId, Room, RoomId, RoomSettings, UserId};
+use crate::store::{CreateOutcome, StoreError};
+
+/// Created-at, unix ms. Always present.
+const CREATED_AT: &str = "t";
+/// Updated-at, unix ms; absent while it equals created-at.
+const UPDATED_AT: &str = "u";
+/// The customRoomId; absent when the room has none.
+const CUSTOM_ROOM_ID: &str = "c";
+/// `"1"` when the room is disabled; absent otherwise.
+const DISABLED: &str = "d";
+/// [`RoomSettings`] as JSON; absent when every setting is unset.
+const SETTINGS: &str = "s";
+
+/// Key names. Every key of one account carries `{userId}` as its Redis Cluster
+/// hash tag, so one script may touch all of them without CROSSSLOT errors.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: String) -> Keys {
+        Keys { prefix }
+    }
+
+    /// `P{U}:room:<roomId>`, the room hash. The scripts rebuild this name from
+    /// the other two keys, so the three formats must stay in step.
+    pub(super) fn room(&self, user_id: &UserId, room_id: &RoomId) -> String {
+        format!("{}{{{user_id}}}:room:{room_id}", self.prefix)
+    }
+
+    /// `P{U}:cid`, customRoomId → roomId.
+    pub(super) fn custom_ids(&self, user_id: &UserId) -> String {
+        format!("{}{{{user_id}}}:cid", self.prefix)
+    }
+
+    /// `P{U}:rooms`, roomIds scored by created-at ms.
+    pub(super) fn listing(&self, user_id: &UserId) -> String {
+        format!("{}{{{user_id}}}:rooms", self.prefix)
+    }
+}
+
+/// The room hash's field/value pairs. Fields holding their default are left
+/// out to keep a default room's hash small.
+pub(super) fn encode_room(room: &Room) -> Result<Vec<(&'static str, String)>, StoreError> {
+    let created_ms = room.created_at.as_millisecond();
+    let updated_ms = room.updated_at.as_millisecond();
+    let mut fields = vec![(CREATED_AT, created_ms.to_string())];
+    if updated_ms != created_ms {
+        fields.push((UPDATED_AT, updated_ms.to_string()));
+    }
+    if let Some(custom) = &room.custom_room_id {
+        fields.push((CUSTOM_ROOM_ID, custom.to_string()));
+    }
+    if room.disabled {
+        fields.push((DISABLED, "1".to_owned()));
+    }
+    if !room.settings.is_empty() {
+        let json = serde_json::to_string(&room.settings)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode room settings: {e}")))?;
+        fields.push((SETTINGS, json));
+    }
+    Ok(fields)
+}
+
+/// The reply of `create.lua`.
+pub(super) fn decode_create(room: &Room, reply: Value) -> Result<CreateOutcome, StoreError> {
+    let mut items = array(reply, "create reply")?.into_iter();
+    let tag = items
+        .next()
+        .ok_or_else(|| corrupt("empty create reply"))
+        .and_then(|v| text(v, "create reply tag"))?;
+    match tag.as_str() {
+        "created" => Ok(CreateOutcome::Created(room.clone())),
+        "taken" => Ok(CreateOutcome::RoomIdTaken),
+        "existing" => {
+            let (room_id, fields) = match (items.next(), items.next()) {
+                (Some(room_id), Some(fields)) => (room_id, fields),
+                _ => return Err(corrupt("create reply lacks the existing room")),
+            };
+            let existing = decode_room(&room.user_id, room_id, fields)?;
+            Ok(CreateOutcome::Existing(existing))
+        }
+        other => Err(corrupt(format!("unknown create reply {other:?}"))),
+    }
+}
+
+/// The reply of `get.lua`: one entry per reading, in lookup order.
+pub(super) fn decode_lookup(
+    user_id: &UserId,
+    reply: Value,
+) -> Result<Vec<Option<Room>>, StoreError> {
+    array(reply, "lookup reply")?
+        .into_iter()
+        .map(|entry| match entry {
+            Value::Nil => Ok(None),
+            entry => decode_entry(user_id, entry).map(Some),
+        })
+        .collect()
+}
+
+/// The reply of `list.lua`: the page and the account's total.
+pub(super) fn decode_page(
+    user_id: &UserId,
+    reply: Value,
+) -> Result<(Vec<Room>, usize), StoreError> {
+    let [total, page] = <[Value; 2]>::try_from(array(reply, "list reply")?)
+        .map_err(|items| corrupt(format!("list reply has {} items, not 2", items.len())))?;
+    let total = match total {
+        Value::Int(n) => usize::try_from(n).map_err(|_| corrupt(format!("room count {n}")))?,
+        other => return Err(corrupt(format!("room count is not an integer: {other:?}"))),
+    };
+    let rooms = array(page, "list page")?
+        .into_iter()
+        .map(|entry| decode_entry(user_id, entry))
+        .collect::<Result<_, _>>()?;
+    Ok((rooms, total))
+}
+
+/// `{roomId, {field, value, ...}}`.
+fn decode_entry(user_id: &UserId, entry: Value) -> Result<Room, StoreError> {
+    let [room_id, fields] = <[Value; 2]>::try_from(array(entry, "room entry")?)
+        .map_err(|items| corrupt(format!("room entry has {} items, not 2", items.len())))?;
+    decode_room(user_id, room_id, fields)
+}
+
+fn decode_room(user_id: &UserId, room_id: Value, fields: Value) -> Result<Room, StoreError> {
+    let room_id = text(room_id, "roomId")?;
+    let room_id = RoomId::parse(&room_id)
+        .ok_or_else(|| corrupt(format!("stored roomId {room_id:?} is malformed")))?;
+    let fields = array(fields, "room hash")?
+        .into_iter()
+        .map(|v| text(v, "room hash field"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if fields.is_empty() {
+        return Err(corrupt(format!(
+            "room {room_id} is indexed but its hash is missing"
+        )));
+    }
+    if fields.len() % 2 != 0 {
+        return Err(corrupt(format!(
+            "room {room_id} hash has an odd field list"
+        )));
+    }
+
+    let mut created_at = None;
+    let mut updated_at = None;
+    let mut custom_room_id = None;
+    let mut disabled = false;
+    let mut settings = RoomSettings::default();
+    for pair in fields.chunks_exact(2) {
+        let (name, value) = (pair[0].as_str(), pair[1].as_str());
+        let bad = |why: String| corrupt(format!("room {room_id} field {name:?}: {why}"));
+        match name {
+            CREATED_AT => created_at = Some(timestamp(value).map_err(bad)?),
+            UPDATED_AT => updated_at = Some(timestamp(value).map_err(bad)?),
+            CUSTOM_ROOM_ID => {
+                let custom = CustomRoomId::parse(value).map_err(|e| bad(e.to_owned()))?;
+                custom_room_id = Some(custom);
+            }
+            DISABLED if value == "1" => disabled = true,
+            DISABLED => return Err(bad("expected \"1\"".to_owned())),
+            SETTINGS => settings = serde_json::from_str(value).map_err(|e| bad(e.to_string()))?,
+            // A newer version may add fields; what this version knows still reads.
+            _ => {}
+        }
+    }
+    let created_at =
+        created_at.ok_or_else(|| corrupt(format!("room {room_id} has no created-at field")))?;
+    Ok(Room {
+        room_id,
+        user_id: user_id.clone(),
+        custom_room_id,
+        disabled,
+        created_at,
+        updated_at: updated_at.unwrap_or(created_at),
+        settings,
+    })
+}
+
+fn timestamp(ms: &str) -> Result<Timestamp, String> {
+    let ms: i64 = ms
+        .parse()
+        .map_err(|_| format!("{ms:?} is not unix milliseconds"))?;
+    Timestamp::from_millisecond(ms).map_err(|e| e.to_string())
+}
+
+fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(corrupt(format!("{what} is not an array: {other:?}"))),
+    }
+}
+
+fn text(value: Value, what: &str) -> Result<String, StoreError> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|_| corrupt(format!("{what} is not utf-8")))
+        }
+        Value::SimpleString(s) => Ok(s),
+        other => Err(corrupt(format!("{what} is not a string: {other:?}"))),
+    }
+}
+
+fn corrupt(message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::GeoFence;
+
+    fn user() -> UserId {
+        UserId::parse("65f0a1b2c3d4e5f6a7b8c9d0").unwrap()
+    }
+
+    fn room() -> Room {
+        let at = Timestamp::from_millisecond(1_648_183_751_024).unwrap();
+        Room {
+            room_id: RoomId::parse("jvsg-8rjn-j304").unwrap(),
+            user_id: user(),
+            custom_room_id: None,
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+            settings: RoomSettings::default(),
+        }
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// What HGETALL of the encoded room returns, wrapped as a script entry.
+    fn stored(room: &Room) -> Value {
+        let fields = encode_room(room)
+            .unwrap()
+            .into_iter()
+            .flat_map(|(name, value)| [bulk(name), bulk(&value)])
+            .collect();
+        Value::Array(vec![bulk(room.room_id.as_str()), Value::Array(fields)])
+    }
+
+    #[test]
+    fn keys_share_the_account_hash_tag() {
+        let keys = Keys::new("rs:".to_owned());
+        let room = room();
+        assert_eq!(
+            keys.room(&user(), &room.room_id),
+            "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:room:jvsg-8rjn-j304"
+        );
+        assert_eq!(
+            keys.custom_ids(&user()),
+            "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:cid"
+        );
+        assert_eq!(keys.listing(&user()), "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:rooms");
+    }
+
+    #[test]
+    fn a_default_room_stores_only_its_creation_time() {
+        assert_eq!(
+            encode_room(&room()).unwrap(),
+            [(CREATED_AT, "1648183751024".to_owned())]
+        );
+    }
+
+    #[test]
+    fn every_field_round_trips() {
+        let mut full = room();
+        full.custom_room_id = Some(CustomRoomId::parse("final-testing").unwrap());
+        full.disabled = true;
+        full.updated_at = Timestamp::from_millisecond(1_700_000_000_001).unwrap();
+        full.settings.geo_fence = Some(GeoFence::Eu001);
+        full.settings.allowed_participant_ids = vec!["alice".into()];
+        for room in [room(), full] {
+            let decoded = decode_entry(&user(), stored(&room)).unwrap();
+            assert_eq!(decoded, room);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let entry = Value::Array(vec![
+            bulk("jvsg-8rjn-j304"),
+            Value::Array(vec![
+                bulk("t"),
+                bulk("1648183751024"),
+                bulk("zz"),
+                bulk("?"),
+            ]),
+        ]);
+        assert_eq!(decode_entry(&user(), entry).unwrap(), room());
+    }
+
+    #[test]
+    fn malformed_data_is_corrupt_not_a_panic() {
+        let cases = [
+            Value::Nil,
+            Value::Array(vec![]),
+            Value::Array(vec![bulk("jvsg-8rjn-j304"), Value::Array(vec![])]),
+            Value::Array(vec![
+                bulk("not-a-room-id"),
+                Value::Array(vec![bulk("t"), bulk("1")]),
+            ]),
+            Value::Array(vec![bulk("jvsg-8rjn-j304"), Value::Array(vec![bulk("t")])]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("t"), bulk("x")]),
+            ]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("t"), bulk(&i64::MAX.to_string())]),
+            ]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("u"), bulk("1")]),
+            ]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("t"), bulk("1"), bulk("s"), bulk("{")]),
+            ]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("t"), bulk("1"), bulk("c"), bulk("no spaces")]),
+            ]),
+            Value::Array(vec![
+                bulk("jvsg-8rjn-j304"),
+                Value::Array(vec![bulk("t"), Value::BulkString(vec![0xff])]),
+            ]),
+        ];
+        for entry in cases {
+            let result = decode_entry(&user(), entry.clone());
+            assert!(
+                matches!(result, Err(StoreError::Corrupt(_))),
+                "{entry:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn create_replies() {
+        let room = room();
+        let created = decode_create(&room, Value::Array(vec![bulk("created")])).unwrap();
+        assert_eq!(created, CreateOutcome::Created(room.clone()));
+        let taken = decode_create(&room, Value::Array(vec![bulk("taken")])).unwrap();
+        assert_eq!(taken, CreateOutcome::RoomIdTaken);
+        let Value::Array(entry) = stored(&room) else {
+            unreachable!()
+        };
+        let mut reply = vec![bulk("existing")];
+        reply.extend(entry);
+        let existing = decode_create(&room, Value::Array(reply)).unwrap();
+        assert_eq!(existing, CreateOutcome::Existing(room.clone()));
+        for bad in [
+            Value::Array(vec![]),
+            Value::Array(vec![bulk("existing")]),
+            Value::Array(vec![bulk("what")]),
+            Value::Int(1),
+        ] {
+            assert!(matches!(
+                decode_create(&room, bad),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn list_replies() {
+        let room = room();
+        let reply = Value::Array(vec![Value::Int(7), Value::Array(vec![stored(&room)])]);
+        assert_eq!(decode_page(&user(), reply).unwrap(), (vec![room], 7));
+        let negative = Value::Array(vec![Value::Int(-1), Value::Array(vec![])]);
+        assert!(decode_page(&user(), negative).is_err());
+    }
+
+    #[test]
+    fn lookup_replies_keep_reading_order() {
+        let room = room();
+        let reply = Value::Array(vec![Value::Nil, stored(&room), Value::Nil]);
+        assert_eq!(
+            decode_lookup(&user(), reply).unwrap(),
+            [None, Some(room), None]
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! Rooms in Redis, on one node or a Redis Cluster. The key layout, the room
+//! hash's fields and the scripts are described in `docs/redis-schema.md`.
+//!
+//! Every operation is one round trip: a Lua script does the reads and writes
+//! of one account atomically, on the slot that account's `{userId}` hash tag
+//! picks. All requests share one multiplexed connection, cloned per call.
+
+mod codec;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation,
+    ServerErrorKind, Value,
+};
+use tokio::task::AbortHandle;
+
+use self::codec::Keys;
+use super::{CreateOutcome, RoomKey, Store, StoreError};
+use crate::domain::{Room, RoomId, UserId};
+
+/// The longest a store call may take, including reconnects and cluster
+/// redirects, so that a stopped or hung Redis fails a request within a second.
+const OPERATION_TIMEOUT: Duration = Duration::from_millis(900);
+/// Per TCP connect and per reply; below [`OPERATION_TIMEOUT`] so the client's
+/// own error, which says more than ours, usually wins.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Reconnect attempts after a connection is lost. Few and close together so a
+/// restarted Redis is used again within about two seconds; once they are
+/// spent, the next request starts another round.
+const RECONNECT_RETRIES: usize = 3;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(400);
+/// Backoff of the first connection, which happens in the background.
+const FIRST_CONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+const FIRST_CONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Bounds one first-connection attempt, should a node accept TCP and never answer.
+const FIRST_CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the rooms live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One `redis://` or `rediss://` URL, or with `cluster` the seed nodes.
+    pub urls: Vec<String>,
+    /// Talk the Redis Cluster protocol and follow slot redirects.
+    pub cluster: bool,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub prefix: String,
+}
+
+impl RedisConfig {
+    pub const DEFAULT_PREFIX: &'static str = "rs:";
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            urls: Vec::new(),
+            cluster: false,
+            prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+pub struct RedisStore {
+    keys: Keys,
+    scripts: Scripts,
+    link: Arc<Link>,
+    /// The background task making the first connection; stopped when the
+    /// store is dropped so a store that never connected leaves nothing behind.
+    connect_task: AbortHandle,
+}
+
+/// The connection, once there is one. Shared by the store and its connect task.
+struct Link {
+    /// Set once by the connect task. Both connection kinds reconnect by
+    /// themselves afterwards, so it is never replaced.
+    connection: OnceLock<Connection>,
+    /// Why the connect task has not succeeded yet, for the error callers see
+    /// meanwhile. Only touched before `connection` is set.
+    last_error: Mutex<String>,
+}
+
+/// The scripts, hashed once: calls send EVALSHA and load the script only when
+/// a node answers NOSCRIPT.
+struct Scripts {
+    create: Script,
+    get: Script,
+    list: Script,
+}
+
+impl RedisStore {
+    /// Returns at once and connects in the background, retrying with
+    /// exponential backoff; until then every call fails with
+    /// [`StoreError::Unavailable`], so the server can start, and report
+    /// NOT_SERVING, while Redis is down. Must be called within a Tokio runtime.
+    pub fn new(config: RedisConfig) -> RedisStore {
+        let link = Arc::new(Link {
+            connection: OnceLock::new(),
+            last_error: Mutex::new("first attempt in progress".to_owned()),
+        });
+        let keys = Keys::new(config.prefix.clone());
+        let connect_task = tokio::spawn(connect(config, link.clone())).abort_handle();
+        RedisStore {
+            keys,
+            scripts: Scripts {
+                create: Script::new(include_str!("scripts/create.lua")),
+                get: Script::new(include_str!("scripts/get.lua")),
+                list: Script::new(include_str!("scripts/list.lua")),
+            },
+            link,
+            connect_task,
+        }
+    }
+
+    fn connection(&self) -> Result<Connection, StoreError> {
+        if let Some(connection) = self.link.connection.get() {
+            return Ok(connection.clone());
+        }
+        let last_error = self
+            .link
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Err(StoreError::Unavailable(format!(
+            "not connected to redis yet: {last_error}"
+        )))
+    }
+
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        let mut connection = self.connection()?;
+        within_deadline(invocation.invoke_async(&mut connection)).await
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.connect_task.abort();
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create_room(&self, room: &Room) -> Result<CreateOutcome, StoreError> {
+        let fields = codec::encode_room(room)?;
+        let custom_room_id = room.custom_room_id.as_ref().map_or("", |c| c.as_str());
+        let mut invocation = self.scripts.create.prepare_invoke();
+        invocation
+            .key(self.keys.room(&room.user_id, &room.room_id))
+            .key(self.keys.custom_ids(&room.user_id))
+            .key(self.keys.listing(&room.user_id))
+            .arg(room.room_id.as_str())
+            .arg(custom_room_id)
+            .arg(room.created_at.as_millisecond());
+        for (name, value) in &fields {
+            invocation.arg(*name).arg(value);
+        }
+        let reply = self.invoke(&invocation).await?;
+        codec::decode_create(room, reply)
+    }
+
+    async fn get_room(&self, user_id: &UserId, key: &RoomKey) -> Result<Option<Room>, StoreError> {
+        let mut readings: Vec<(Reading, RoomId)> = Vec::new();
+        if let Some(room_id) = &key.room_id {
+            readings.push((Reading::Direct, room_id.clone()));
+        }
+        if let Some(room_id) = key.document_id.as_ref().and_then(|d| d.room_id()) {
+            readings.push((Reading::Document, room_id));
+        }
+        if readings.is_empty() && key.custom_room_id.is_none() {
+            return Ok(None);
+        }
+
+        let mut invocation = self.scripts.get.prepare_invoke();
+        for (_, room_id) in &readings {
+            invocation.key(self.keys.room(user_id, room_id));
+        }
+        invocation.key(self.keys.custom_ids(user_id));
+        for (_, room_id) in &readings {
+            invocation.arg(room_id.as_str());
+        }
+        invocation.arg(key.custom_room_id.as_ref().map_or("", |c| c.as_str()));
+        let found = codec::decode_lookup(user_id, self.invoke(&invocation).await?)?;
+
+        let kinds: Vec<Reading> = readings
+            .iter()
+            .map(|(kind, _)| *kind)
+            .chain([Reading::Custom])
+            .collect();
+        if found.len() != kinds.len() {
+            return Err(StoreError::Corrupt(format!(
+                "lookup returned {} readings, expected {}",
+                found.len(),
+                kinds.len()
+            )));
+        }
+        let first_fit = kinds.into_iter().zip(found).find_map(|(kind, room)| {
+            let room = room?;
+            // A document id carries only the roomId's number and the creation
+            // second; the second must agree or the id names no room.
+            let fits = kind != Reading::Document || key.matches_document(&room);
+            fits.then_some(room)
+        });
+        Ok(first_fit)
+    }
+
+    async fn list_rooms(
+        &self,
+        user_id: &UserId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Room>, usize), StoreError> {
+        let (first, last) = rank_range(offset, limit);
+        let mut invocation = self.scripts.list.prepare_invoke();
+        invocation
+            .key(self.keys.listing(user_id))
+            .arg(first)
+            .arg(last);
+        let reply = self.invoke(&invocation).await?;
+        codec::decode_page(user_id, reply)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        within_deadline(redis::cmd("PING").query_async::<Value>(&mut connection)).await?;
+        Ok(())
+    }
+}
+
+/// How a [`RoomKey`] reading was derived, which decides whether a hit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// The string is a roomId.
+    Direct,
+    /// The string is a document id carrying a roomId.
+    Document,
+    /// The string is a customRoomId.
+    Custom,
+}
+
+/// The inclusive ZREVRANGE ranks of a page. Redis reads a negative rank from
+/// the end, so an empty page must not become `0 -1`.
+fn rank_range(offset: usize, limit: usize) -> (i64, i64) {
+    if limit == 0 {
+        return (1, 0);
+    }
+    let first = i64::try_from(offset).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    (first, first.saturating_add(limit - 1))
+}
+
+async fn within_deadline<T>(work: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis did not answer in time ({} ms)",
+            OPERATION_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
+/// Errors that say Redis cannot serve right now, and a retry may succeed,
+/// become `Unavailable`; the rest (script errors, wrong types) mean the data or
+/// this code is wrong, and become `Corrupt`.
+fn classify(error: RedisError) -> StoreError {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::InvalidClientConfig
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                )
+        )
+        // A long-running script elsewhere, or maxmemory: nothing was written.
+        || matches!(error.code(), Some("BUSY" | "OOM"));
+    if transient {
+        StoreError::Unavailable(format!("redis: {error}"))
+    } else {
+        StoreError::Corrupt(format!("redis: {error}"))
+    }
+}
+
+/// Makes the first connection, retrying until it succeeds or the store is
+/// dropped.
+async fn connect(config: RedisConfig, link: Arc<Link>) {
+    let nodes: Vec<String> = config.urls.iter().map(|url| redacted(url)).collect();
+    let mut delay = FIRST_CONNECT_MIN_DELAY;
+    let mut attempt: u32 = 1;
+    loop {
+        let result = match tokio::time::timeout(FIRST_CONNECT_ATTEMPT_TIMEOUT, open(&config)).await
+        {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
+            )),
+        };
+        match result {
+            Ok(connection) => {
+                tracing::info!(
+                    ?nodes,
+                    cluster = config.cluster,
+                    attempt,
+                    "connected to redis"
+                );
+                // Only this task sets it, once.
+                let _ = link.connection.set(connection);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    ?nodes,
+                    cluster = config.cluster,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    %error,
+                    "cannot connect to redis"
+                );
+                *link
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = error;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(FIRST_CONNECT_MAX_DELAY);
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn open(config: &RedisConfig) -> RedisResult<Connection> {
+    if config.cluster {
+        let client = ClusterClient::builder(config.urls.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            // Room for a redirect or a retry, still inside OPERATION_TIMEOUT.
+            .overall_response_timeout(Some(OPERATION_TIMEOUT - Duration::from_millis(100)))
+            .retries(RECONNECT_RETRIES as u32)
+            .min_retry_wait(RECONNECT_MIN_DELAY.as_millis() as u64)
+            .max_retry_wait(RECONNECT_MAX_DELAY.as_millis() as u64)
+            .build()?;
+        return Ok(Connection::Cluster(client.get_async_connection().await?));
+    }
+    let [url] = config.urls.as_slice() else {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "a single redis node takes exactly one url",
+            format!("got {}", config.urls.len()),
+        )));
+    };
+    let client = redis::Client::open(url.as_str())?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY);
+    let manager = ConnectionManager::new_with_config(client, manager_config).await?;
+    Ok(Connection::Node(manager))
+}
+
+/// A URL fit for logs and messages: its password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+/// One node or a cluster, behind the connection interface scripts run on.
+/// Both kinds multiplex and reconnect internally; clones share the socket(s).
+#[derive(Clone)]
+enum Connection {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Node(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Node(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_map_to_reverse_ranks() {
+        assert_eq!(rank_range(0, 10), (0, 9));
+        assert_eq!(rank_range(20, 1), (20, 20));
+        assert_eq!(rank_range(0, 0), (1, 0));
+        assert_eq!(rank_range(5, 0), (1, 0));
+        assert_eq!(rank_range(usize::MAX, usize::MAX), (i64::MAX, i64::MAX));
+        assert_eq!(rank_range(3, usize::MAX), (3, i64::MAX));
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("redis://user:secret@cache:6379/0"),
+            "redis://user:***@cache:6379/0"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redacted("not a url"), "<unparseable url>");
+    }
+
+    #[tokio::test]
+    async fn calls_fail_fast_until_connected() {
+        let store = RedisStore::new(RedisConfig {
+            urls: vec!["redis://127.0.0.1:1".to_owned()],
+            ..RedisConfig::default()
+        });
+        let started = std::time::Instant::now();
+        let error = store.ping().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(
+            matches!(&error, StoreError::Unavailable(m) if m.starts_with("not connected to redis yet")),
+            "{error:?}"
+        );
+    }
+}
