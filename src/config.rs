@@ -81,6 +81,25 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub keys: KeySource,
 
+    /// Redis to store rooms in: `redis://[user:pass@]host:port/db` or
+    /// `rediss://` for TLS. With --redis-cluster, one or more comma-separated
+    /// seed nodes. Without it, rooms live in process memory only.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_REDIS_URL",
+        value_name = "URL[,URL...]",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// Treat --redis-url as the seed nodes of a Redis Cluster.
+    #[arg(long, env = "ROOMSERVICE_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
+
+    /// Prefix of every Redis key, so the service can share a Redis.
+    #[arg(long, env = "ROOMSERVICE_REDIS_PREFIX", default_value = "rs:", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
     /// Accept tokens without an `exp` claim (they never expire).
     #[arg(long, env = "ROOMSERVICE_ALLOW_LEGACY_TOKENS")]
     pub allow_legacy_tokens: bool,
@@ -138,6 +157,14 @@ pub struct TokenArgs {
     /// Limit the token to one room (roomId or customRoomId).
     #[arg(long, env = "ROOMSERVICE_TOKEN_ROOM_ID")]
     pub room_id: Option<String>,
+}
+
+/// Key prefixes may not contain braces: they would change the cluster hash tag.
+fn parse_prefix(raw: &str) -> Result<String, String> {
+    if raw.contains(['{', '}']) {
+        return Err("must not contain '{' or '}'".into());
+    }
+    Ok(raw.to_owned())
 }
 
 /// Parses `90s`, `30m`, `2h`, `7d`, or a bare number of seconds.

@@ -9,7 +9,8 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::server::{self, App};
-use crate::store::{MemoryStore, Store};
+use crate::store::redis::redacted;
+use crate::store::{MemoryStore, RedisConfig, RedisStore, Store};
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let keyring = match args.keys.load()? {
@@ -43,10 +44,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         None => PublicUrl::parse(&format!("http://{local}")).expect("a socket address makes a URL"),
     };
 
-    tracing::warn!(
-        "storage: embedded in-memory store; rooms live in this process only and are lost on exit"
-    );
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = open_store(&args)?;
 
     let app = App {
         store,
@@ -75,6 +73,49 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
+    let Some(urls) = &args.redis_url else {
+        tracing::warn!(
+            "storage: embedded in-memory store; rooms live in this process only and are lost on exit"
+        );
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    let urls: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err("--redis-url is empty".into());
+    }
+    if urls.len() > 1 && !args.redis_cluster {
+        return Err("--redis-url lists several nodes: add --redis-cluster, or give one URL".into());
+    }
+    for url in &urls {
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("--redis-url {:?}: {e}", redacted(url)))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(format!(
+                "--redis-url {:?}: use redis:// or rediss://",
+                redacted(url)
+            ));
+        }
+    }
+    let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+    tracing::info!(
+        urls = ?shown,
+        cluster = args.redis_cluster,
+        prefix = args.redis_prefix.as_str(),
+        "storage: redis"
+    );
+    Ok(Arc::new(RedisStore::new(RedisConfig {
+        urls,
+        cluster: args.redis_cluster,
+        prefix: args.redis_prefix.clone(),
+    })))
 }
 
 async fn wait_for_signal() {

@@ -1,24 +1,12 @@
 //! The `roomservice` binary as an operator runs it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Instant;
 
 use roomservice::grpc::pb::CreateRoomRequest;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 
 use crate::harness::*;
-
-fn roomservice() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roomservice"));
-    // Only what each test sets: no ROOMSERVICE_* from the developer's shell.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ROOMSERVICE_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
 
 fn token_output(args: &[&str]) -> std::process::Output {
     roomservice().arg("token").args(args).output().unwrap()
@@ -195,54 +183,11 @@ fn dev_mode_is_refused_off_loopback() {
     stop(child);
 }
 
-/// Reads stderr until `needle` appears; returns the line.
-fn wait_for_log(child: &mut Child, needle: &str) -> String {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && line.contains(needle)
-        {
-            return line;
-        }
-    }
-    panic!("{needle:?} never logged");
-}
-
-fn stop(mut child: Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // Multi-threaded so the client's connection task keeps running while the test
 // thread blocks waiting for the process to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_tokens_it_minted_and_stops_on_sigterm() {
-    let mut child = roomservice()
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = wait_for_log(&mut child, "roomservice listening");
-    let log: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-    let address = log["fields"]["address"].as_str().unwrap().to_owned();
-
+    let (child, address) = spawn_binary(&[]);
     let token = String::from_utf8(token_output(&[]).stdout).unwrap();
     let mut client = RoomServiceClient::connect(format!("http://{address}"))
         .await

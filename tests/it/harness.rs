@@ -1,8 +1,11 @@
 //! Shared test harness: a real server on 127.0.0.1:0 with isolated state,
 //! test accounts, token minting (valid and deliberately broken), and clients.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -178,4 +181,69 @@ pub fn authed<T>(message: T, authorization: &str) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", authorization.parse().expect("ascii token"));
     request
+}
+
+/// The `roomservice` binary with no ROOMSERVICE_* variables from the
+/// developer's shell: only what each test sets.
+pub fn roomservice() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomservice"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ROOMSERVICE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Reads the child's stderr until `needle` appears; returns that line. The
+/// rest of stderr keeps being drained so the child never blocks on it.
+pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains(needle)
+        {
+            return line;
+        }
+    }
+    panic!("{needle:?} never logged");
+}
+
+/// Starts `roomservice serve` on a free port with JSON logs; returns the
+/// process and the address it listens on.
+pub fn spawn_binary(args: &[&str]) -> (Child, String) {
+    let mut child = roomservice()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_log(&mut child, "roomservice listening");
+    let log: Value = serde_json::from_str(&line).expect("json log line");
+    let address = log["fields"]["address"].as_str().unwrap().to_owned();
+    (child, address)
+}
+
+/// SIGTERM, then waits (at most 20 s) for the exit status.
+pub fn stop(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

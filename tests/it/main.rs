@@ -2,9 +2,12 @@
 //! server (and, where named, real redis-server processes).
 
 mod harness;
+mod redis_harness;
 
 mod auth;
 mod cli;
+mod redis_faults;
+mod redis_service;
 mod reflection;
 mod rooms;
 mod store_conformance;

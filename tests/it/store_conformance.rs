@@ -37,7 +37,6 @@ macro_rules! conformance_suite {
         )*
     };
 }
-pub(crate) use conformance_suite;
 
 async fn memory_store() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
@@ -275,3 +274,18 @@ pub async fn forged_document_id_is_not_found(store: Arc<dyn Store>) {
         None
     );
 }
+
+async fn single_redis_store() -> Arc<dyn Store> {
+    let redis = crate::redis_harness::shared_redis();
+    let prefix = crate::redis_harness::unique_prefix();
+    Arc::new(crate::redis_harness::connected_store(vec![redis.url()], false, prefix).await)
+}
+
+async fn cluster_redis_store() -> Arc<dyn Store> {
+    let cluster = crate::redis_harness::shared_cluster();
+    let prefix = crate::redis_harness::unique_prefix();
+    Arc::new(crate::redis_harness::connected_store(cluster.seed_urls(), true, prefix).await)
+}
+
+conformance_suite!(single_redis, crate::store_conformance::single_redis_store);
+conformance_suite!(redis_cluster, crate::store_conformance::cluster_redis_store);

@@ -1,0 +1,203 @@
+//! Redis faults done to real redis-server processes: killed, hung, restarted,
+//! absent at startup. Calls must fail fast with UNAVAILABLE, health must say
+//! so, and the service must recover without a restart and without losing an
+//! acknowledged room.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest, Room};
+use roomservice::store::{RedisConfig, RedisStore};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::*;
+use crate::redis_harness::*;
+
+async fn redis_backed_server(redis: &RedisServer) -> TestServer {
+    let store = connected_store(vec![redis.url()], false, unique_prefix()).await;
+    TestServer::start_with(Arc::new(store), false).await
+}
+
+async fn create(server: &TestServer, custom: Option<&str>) -> Result<Room, tonic::Status> {
+    let request = CreateRoomRequest {
+        custom_room_id: custom.map(str::to_owned),
+        ..Default::default()
+    };
+    let mut client = server.rooms().await;
+    client
+        .create_room(authed(request, &acme_token()))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn get(server: &TestServer, key: &str) -> Result<Room, tonic::Status> {
+    let mut client = server.rooms().await;
+    let request = GetRoomRequest {
+        room_id: key.into(),
+    };
+    client
+        .get_room(authed(request, &acme_token()))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn health(server: &TestServer) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let request = HealthCheckRequest {
+        service: "rooms.v1.RoomService".into(),
+    };
+    client.check(request).await.unwrap().into_inner().status()
+}
+
+async fn wait_for_health(server: &TestServer, wanted: ServingStatus, within: Duration) {
+    let deadline = Instant::now() + within;
+    while health(server).await != wanted {
+        assert!(Instant::now() < deadline, "health never became {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every call fails with UNAVAILABLE within one second and says why.
+async fn assert_fails_fast(server: &TestServer, room_id: &str) {
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let err = get(server, room_id).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            err.code(),
+            Code::Unavailable,
+            "get attempt {attempt}: {err:?}"
+        );
+        assert!(err.message().contains("redis"), "{}", err.message());
+        assert!(
+            elapsed <= Duration::from_secs(1),
+            "get attempt {attempt} took {elapsed:?}"
+        );
+
+        let started = Instant::now();
+        let err = create(server, Some("during-outage")).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::Unavailable,
+            "create attempt {attempt}: {err:?}"
+        );
+        assert!(
+            started.elapsed() <= Duration::from_secs(1),
+            "create took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Polls CreateRoom until it succeeds; returns how long that took.
+async fn time_to_recover(server: &TestServer, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if create(server, None).await.is_ok() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "calls still failing after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_redis_fails_fast_and_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    let server = redis_backed_server(&redis).await;
+    let room = create(&server, Some("before-outage")).await.unwrap();
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+
+    redis.kill();
+    assert_fails_fast(&server, &room.room_id).await;
+    wait_for_health(&server, ServingStatus::NotServing, Duration::from_secs(3)).await;
+
+    redis.restart();
+    let recovered_in = time_to_recover(&server, Duration::from_secs(2)).await;
+    assert!(
+        recovered_in <= Duration::from_secs(2),
+        "recovered in {recovered_in:?}"
+    );
+    wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_fails_fast_instead_of_hanging() {
+    let redis = RedisServer::start();
+    let server = redis_backed_server(&redis).await;
+    let room = create(&server, Some("before-hang")).await.unwrap();
+
+    redis.pause();
+    assert_fails_fast(&server, &room.room_id).await;
+    wait_for_health(&server, ServingStatus::NotServing, Duration::from_secs(3)).await;
+
+    redis.resume();
+    time_to_recover(&server, Duration::from_secs(2)).await;
+    assert_eq!(
+        get(&server, &room.room_id).await.unwrap(),
+        room,
+        "nothing was lost while hung"
+    );
+    wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_rooms_survive_a_redis_crash_with_appendonly() {
+    let mut redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let server = redis_backed_server(&redis).await;
+    let creates = (0..100).map(|i| {
+        let custom = format!("durable-{i}");
+        let server = &server;
+        async move { create(server, Some(&custom)).await.unwrap() }
+    });
+    let acknowledged = futures::future::join_all(creates).await;
+
+    redis.kill();
+    redis.restart();
+    time_to_recover(&server, Duration::from_secs(5)).await;
+    for room in &acknowledged {
+        assert_eq!(&get(&server, &room.room_id).await.unwrap(), room);
+        assert_eq!(
+            &get(&server, room.custom_room_id.as_deref().unwrap())
+                .await
+                .unwrap(),
+            room
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_starts_while_redis_is_down_and_serves_once_it_is_up() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+
+    let store = RedisStore::new(RedisConfig {
+        urls: vec![url],
+        cluster: false,
+        prefix: unique_prefix(),
+    });
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    wait_for_health(&server, ServingStatus::NotServing, Duration::from_secs(3)).await;
+    let err = create(&server, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("redis"), "{}", err.message());
+
+    redis.restart();
+    // The connection is retried with backoff capped at 5 s.
+    wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(10)).await;
+    create(&server, Some("after-start")).await.unwrap();
+}

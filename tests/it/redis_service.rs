@@ -1,0 +1,346 @@
+//! The service on Redis as operators run it: round trips per call, several
+//! service processes on one Redis, restarts, and the documented key schema.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roomservice::grpc::pb::room_service_client::RoomServiceClient;
+use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
+
+use crate::harness::*;
+use crate::redis_harness::*;
+
+/// `INFO commandstats` as command name → calls.
+fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
+    redis
+        .info("commandstats")
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands our Lua scripts run inside Redis; Redis counts those in
+/// commandstats too, but they cost no round trip.
+fn commands_inside_scripts() -> HashSet<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/redis/scripts");
+    let mut names = HashSet::new();
+    for entry in std::fs::read_dir(dir).expect("scripts directory") {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for piece in source
+            .split("redis.call(")
+            .skip(1)
+            .chain(source.split("redis.pcall(").skip(1))
+        {
+            let name: String = piece
+                .trim_start_matches(['\'', '"'])
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            names.insert(name.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// The client-issued commands between two snapshots: everything but the
+/// script internals and the test's own INFO/CONFIG and the health probe's PING.
+fn round_trips(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let internal = commands_inside_scripts();
+    after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(name, delta)| {
+            *delta > 0
+                && !internal.contains(name)
+                && !matches!(name.as_str(), "info" | "ping" | "config|resetstat")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn get_is_one_command_and_create_is_one_round_trip() {
+    let redis = RedisServer::start();
+    let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    let mut client = server.rooms().await;
+    let token = acme_token();
+    let create = |custom: &str| {
+        authed(
+            CreateRoomRequest {
+                custom_room_id: Some(custom.into()),
+                ..Default::default()
+            },
+            &token,
+        )
+    };
+    // Warm up: scripts loaded, connection established.
+    let room = client
+        .create_room(create("warm-up"))
+        .await
+        .unwrap()
+        .into_inner();
+    for key in [&room.room_id, &room.id, "warm-up"] {
+        client
+            .get_room(authed(
+                GetRoomRequest {
+                    room_id: key.to_string(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap();
+    }
+
+    for key in [
+        room.room_id.as_str(),
+        room.id.as_str(),
+        "warm-up",
+        "no-such-room",
+    ] {
+        let before = command_calls(&redis);
+        let _ = client
+            .get_room(authed(
+                GetRoomRequest {
+                    room_id: key.into(),
+                },
+                &token,
+            ))
+            .await;
+        let trips = round_trips(&before, &command_calls(&redis));
+        assert_eq!(
+            trips,
+            BTreeMap::from([("evalsha".to_owned(), 1)]),
+            "GetRoom by {key}"
+        );
+    }
+
+    let before = command_calls(&redis);
+    client.create_room(create("second")).await.unwrap();
+    assert_eq!(
+        round_trips(&before, &command_calls(&redis)),
+        BTreeMap::from([("evalsha".to_owned(), 1)])
+    );
+    let before = command_calls(&redis);
+    client.create_room(create("second")).await.unwrap();
+    assert_eq!(
+        round_trips(&before, &command_calls(&redis)),
+        BTreeMap::from([("evalsha".to_owned(), 1)]),
+        "idempotent repeat"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_make_one_room_from_100_concurrent_creates() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (first, first_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys_file()]);
+    let (second, second_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys_file()]);
+    let clients = [
+        RoomServiceClient::connect(format!("http://{first_addr}"))
+            .await
+            .unwrap(),
+        RoomServiceClient::connect(format!("http://{second_addr}"))
+            .await
+            .unwrap(),
+    ];
+    let token = acme_token();
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let mut client = clients[i % 2].clone();
+            let request = authed(
+                CreateRoomRequest {
+                    custom_room_id: Some("all-hands".into()),
+                    ..Default::default()
+                },
+                &token,
+            );
+            tokio::spawn(async move { client.create_room(request).await })
+        })
+        .collect();
+    let mut room_ids = HashSet::new();
+    for call in calls {
+        room_ids.insert(
+            call.await
+                .unwrap()
+                .expect("every create succeeds")
+                .into_inner()
+                .room_id,
+        );
+    }
+    assert_eq!(room_ids.len(), 1, "{room_ids:?}");
+    let room_keys = redis
+        .scan_keys()
+        .into_iter()
+        .filter(|k| k.contains(":room:"))
+        .count();
+    assert_eq!(room_keys, 1, "exactly one room stored");
+    drop(clients);
+    assert!(stop(first).success());
+    assert!(stop(second).success());
+}
+
+fn keys_file() -> String {
+    let path = std::env::temp_dir().join(format!("roomservice-keys-{}.toml", std::process::id()));
+    std::fs::write(&path, KEYS_TOML).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_create_survives_a_service_restart_under_load() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let keys = keys_file();
+    let (service, address) = spawn_binary(&[
+        "--redis-url",
+        &url,
+        "--keys-file",
+        &keys,
+        "--public-url",
+        "https://rooms.test",
+    ]);
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let token = acme_token();
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let acknowledged = acknowledged.clone();
+            let token = token.clone();
+            let address = address.clone();
+            tokio::spawn(async move {
+                let mut client = RoomServiceClient::connect(format!("http://{address}"))
+                    .await
+                    .unwrap();
+                // Bounded: stops at the first refusal (the server going away) or after 5000 creates.
+                for i in 0..5000 {
+                    let request = authed(
+                        CreateRoomRequest {
+                            custom_room_id: Some(format!("load-{worker}-{i}")),
+                            ..Default::default()
+                        },
+                        &token,
+                    );
+                    match client.create_room(request).await {
+                        Ok(room) => acknowledged.lock().unwrap().push(room.into_inner()),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+    assert!(status.success(), "graceful exit under load: {status:?}");
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        !acknowledged.is_empty(),
+        "the load made some rooms before the restart"
+    );
+
+    let (service, address) = spawn_binary(&[
+        "--redis-url",
+        &url,
+        "--keys-file",
+        &keys,
+        "--public-url",
+        "https://rooms.test",
+    ]);
+    let mut client = RoomServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    for room in &acknowledged {
+        let request = authed(
+            GetRoomRequest {
+                room_id: room.room_id.clone(),
+            },
+            &token,
+        );
+        let fetched = client
+            .get_room(request)
+            .await
+            .expect("acknowledged room readable")
+            .into_inner();
+        assert_eq!(&fetched, room);
+    }
+    drop(client);
+    assert!(stop(service).success());
+}
+
+/// `redis-cli --scan` shows only the keys docs/redis-schema.md documents.
+#[tokio::test]
+async fn keys_follow_the_documented_schema() {
+    let redis = RedisServer::start();
+    let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    let mut client = server.rooms().await;
+    for (token, custom) in [
+        (acme_token(), Some("named")),
+        (acme_token(), None),
+        (globex_token(), Some("named")),
+    ] {
+        let request = CreateRoomRequest {
+            custom_room_id: custom.map(str::to_owned),
+            ..Default::default()
+        };
+        client.create_room(authed(request, &token)).await.unwrap();
+    }
+
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/redis-schema.md"))
+        .unwrap();
+    let mut kinds = BTreeMap::new();
+    for key in redis.scan_keys() {
+        let rest = key
+            .strip_prefix("rs:{")
+            .unwrap_or_else(|| panic!("{key} lacks the prefix and hash tag"));
+        let (user, suffix) = rest
+            .split_once("}:")
+            .unwrap_or_else(|| panic!("{key} has no hash tag"));
+        assert!(
+            user.len() == 24 && user.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        let kind = match suffix {
+            "cid" | "rooms" => suffix.to_owned(),
+            _ => {
+                let room_id = suffix
+                    .strip_prefix("room:")
+                    .unwrap_or_else(|| panic!("undocumented key {key}"));
+                assert!(
+                    roomservice::domain::RoomId::parse(room_id).is_some(),
+                    "{key}"
+                );
+                "room:<roomId>".to_owned()
+            }
+        };
+        assert!(
+            doc.contains(&format!("}}:{kind}")),
+            "docs/redis-schema.md does not document {kind}"
+        );
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            ("cid".to_owned(), 2),
+            ("room:<roomId>".to_owned(), 3),
+            ("rooms".to_owned(), 2)
+        ])
+    );
+}
