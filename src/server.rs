@@ -42,8 +42,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Lives as long as this server: ends when `serve` returns.
-    let prober = tokio::spawn(probe_store(app.store.clone(), health_reporter));
+    // Report before accepting connections, so a health check never meets an
+    // unregistered service; then keep reporting for as long as this server
+    // runs (the prober is aborted when `serve` returns).
+    let first = probe_once(app.store.as_ref(), &health_reporter, None).await;
+    let prober = tokio::spawn(probe_store(app.store.clone(), health_reporter, first));
 
     // The google.rpc types let grpcurl decode the BadRequest details of
     // INVALID_ARGUMENT errors.
@@ -83,30 +86,43 @@ pub async fn serve(
     result
 }
 
+/// The services whose health follows the store's.
+const HEALTH_SERVICES: [&str; 2] = ["", "rooms.v1.RoomService"];
+
 /// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it cannot
 /// be reached, SERVING again as soon as it can.
-async fn probe_store(store: Arc<dyn Store>, reporter: HealthReporter) {
-    let services = ["", "rooms.v1.RoomService"];
-    let mut last: Option<ServingStatus> = None;
+async fn probe_store(store: Arc<dyn Store>, reporter: HealthReporter, mut last: ServingStatus) {
     loop {
-        let status = match store.ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(e) => {
-                if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(error = %e, "store unreachable: reporting NOT_SERVING");
-                }
-                ServingStatus::NotServing
-            }
-        };
-        if last != Some(status) {
-            for service in services {
-                reporter.set_service_status(service, status).await;
-            }
-            if status == ServingStatus::Serving && last.is_some() {
-                tracing::info!("store reachable again: reporting SERVING");
-            }
-            last = Some(status);
-        }
         tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+        last = probe_once(store.as_ref(), &reporter, Some(last)).await;
     }
+}
+
+/// Pings the store once and reports the result if it changed from `last`
+/// (`None`: nothing reported yet).
+async fn probe_once(
+    store: &dyn Store,
+    reporter: &HealthReporter,
+    last: Option<ServingStatus>,
+) -> ServingStatus {
+    let probe = store.ping().await;
+    let status = match &probe {
+        Ok(()) => ServingStatus::Serving,
+        Err(_) => ServingStatus::NotServing,
+    };
+    if last == Some(status) {
+        return status;
+    }
+    match (&probe, last) {
+        (Err(e), None) => {
+            tracing::info!(error = %e, "store not reachable yet: reporting NOT_SERVING")
+        }
+        (Err(e), Some(_)) => tracing::warn!(error = %e, "store unreachable: reporting NOT_SERVING"),
+        (Ok(()), Some(_)) => tracing::info!("store reachable: reporting SERVING"),
+        (Ok(()), None) => {}
+    }
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+    status
 }

@@ -204,14 +204,16 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
     let redis = RedisServer::start();
     let url = redis.url();
     let keys = keys_file();
-    let (service, address) = spawn_binary(&[
+    // One public URL for both runs, so that rooms read back compare equal.
+    let args = [
         "--redis-url",
         &url,
         "--keys-file",
         &keys,
         "--public-url",
         "https://rooms.test",
-    ]);
+    ];
+    let (service, address) = spawn_binary(&args);
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let token = acme_token();
     let workers: Vec<_> = (0..8)
@@ -254,14 +256,7 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
         "the load made some rooms before the restart"
     );
 
-    let (service, address) = spawn_binary(&[
-        "--redis-url",
-        &url,
-        "--keys-file",
-        &keys,
-        "--public-url",
-        "https://rooms.test",
-    ]);
+    let (service, address) = spawn_binary(&args);
     let mut client = RoomServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
