@@ -219,7 +219,12 @@ pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
 /// Starts `roomservice serve` on a free port with JSON logs; returns the
 /// process and the address it listens on.
 pub fn spawn_binary(args: &[&str]) -> (Child, String) {
-    let mut child = roomservice()
+    spawn_binary_with(roomservice(), args)
+}
+
+/// [`spawn_binary`] from a prepared command (extra environment, say).
+pub fn spawn_binary_with(mut command: Command, args: &[&str]) -> (Child, String) {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
         .stdout(Stdio::null())

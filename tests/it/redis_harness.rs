@@ -79,6 +79,94 @@ impl RedisServer {
         server
     }
 
+    /// A Redis that also listens with TLS on `tls_port`, with a certificate
+    /// for 127.0.0.1 signed by a fresh CA (`ca_file()`), made with openssl.
+    pub fn start_tls() -> (RedisServer, u16) {
+        let tls_port = free_port();
+        let dir = unique_dir("tls-certs");
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=roomservice test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let server = RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &path("server.pem"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        // The certificates live beside the server's data and go with it.
+        std::fs::rename(dir.join("ca.pem"), server.dir.join("ca.pem")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (server, tls_port)
+    }
+
+    /// The CA that signed a `start_tls` server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(&self.args)

@@ -339,3 +339,76 @@ async fn keys_follow_the_documented_schema() {
         ])
     );
 }
+
+/// `rediss://` works against a TLS Redis whose CA the process trusts
+/// (SSL_CERT_FILE), and fails clearly, without serving, when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_connect_over_tls() {
+    let (redis, tls_port) = RedisServer::start_tls();
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let keys = keys_file();
+
+    let mut trusting = roomservice();
+    trusting.env("SSL_CERT_FILE", redis.ca_file());
+    let (service, address) =
+        spawn_binary_with(trusting, &["--redis-url", &url, "--keys-file", &keys]);
+    let mut client = RoomServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let token = acme_token();
+    let mut created = None;
+    // The store connects in the background; the first calls may still be refused.
+    for _ in 0..100 {
+        let request = authed(
+            CreateRoomRequest {
+                custom_room_id: Some("over-tls".into()),
+                ..Default::default()
+            },
+            &token,
+        );
+        match client.create_room(request).await {
+            Ok(room) => {
+                created = Some(room.into_inner());
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let room = created.expect("created over TLS");
+    let request = authed(
+        GetRoomRequest {
+            room_id: "over-tls".into(),
+        },
+        &token,
+    );
+    assert_eq!(client.get_room(request).await.unwrap().into_inner(), room);
+    assert!(
+        redis
+            .scan_keys()
+            .iter()
+            .any(|k| k.ends_with(&format!(":room:{}", room.room_id)))
+    );
+    drop(client);
+    assert!(stop(service).success());
+
+    // Without the CA the certificate is not trusted: nothing is served from that Redis.
+    let mut untrusting = roomservice();
+    untrusting.env("SSL_CERT_FILE", "/dev/null");
+    let (service, address) =
+        spawn_binary_with(untrusting, &["--redis-url", &url, "--keys-file", &keys]);
+    let mut client = RoomServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let request = authed(
+        GetRoomRequest {
+            room_id: "over-tls".into(),
+        },
+        &token,
+    );
+    let refused = client.get_room(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    drop(client);
+    assert!(stop(service).success());
+}
