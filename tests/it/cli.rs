@@ -1,7 +1,6 @@
 //! The `roomservice` binary as an operator runs it.
 
 use std::process::Stdio;
-use std::time::Instant;
 
 use roomservice::grpc::pb::CreateRoomRequest;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
@@ -80,15 +79,9 @@ fn token_options_shape_the_claims() {
 
 #[test]
 fn token_finds_the_secret_in_the_keys_file() {
-    let dir = tempdir();
-    let keys = dir.join("keys.toml");
-    std::fs::write(&keys, KEYS_TOML).unwrap();
-    let output = token_output(&[
-        "--keys-file",
-        keys.to_str().unwrap(),
-        "--api-key",
-        GLOBEX_KEY,
-    ]);
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", KEYS_TOML);
+    let output = token_output(&["--keys-file", &keys, "--api-key", GLOBEX_KEY]);
     assert!(output.status.success(), "{output:?}");
     let token = String::from_utf8(output.stdout).unwrap();
     let verifier = roomservice::auth::Verifier::new(keyring(), false);
@@ -97,46 +90,22 @@ fn token_finds_the_secret_in_the_keys_file() {
         .expect("the server accepts it");
     assert_eq!(caller.api_key, GLOBEX_KEY);
 
-    let ambiguous = token_output(&["--keys-file", keys.to_str().unwrap()]);
+    let ambiguous = token_output(&["--keys-file", &keys]);
     assert!(!ambiguous.status.success());
     assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("--api-key"));
-    let unknown = token_output(&["--keys-file", keys.to_str().unwrap(), "--api-key", "nope"]);
+    let unknown = token_output(&["--keys-file", &keys, "--api-key", "nope"]);
     assert!(!unknown.status.success());
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "roomservice-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
 }
 
 #[test]
 fn bad_keys_file_stops_startup_naming_file_and_line() {
-    let dir = tempdir();
-    let keys = dir.join("keys.toml");
-    std::fs::write(
-        &keys,
+    let dir = TempDir::new();
+    let keys = dir.write(
+        "keys.toml",
         "[[keys]]\napi_key = \"a\"\nsecret = \"s\"\nuser_id = \"not-hex\"\n",
-    )
-    .unwrap();
+    );
     let output = roomservice()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--keys-file",
-            keys.to_str().unwrap(),
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys-file", &keys])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -157,7 +126,6 @@ fn bad_keys_file_stops_startup_naming_file_and_line() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/keys.toml"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

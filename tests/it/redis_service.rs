@@ -147,8 +147,10 @@ async fn get_is_one_command_and_create_is_one_round_trip() {
 async fn two_processes_make_one_room_from_100_concurrent_creates() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let (first, first_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys_file()]);
-    let (second, second_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys_file()]);
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", KEYS_TOML);
+    let (first, first_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys]);
+    let (second, second_addr) = spawn_binary(&["--redis-url", &url, "--keys-file", &keys]);
     let clients = [
         RoomServiceClient::connect(format!("http://{first_addr}"))
             .await
@@ -193,17 +195,12 @@ async fn two_processes_make_one_room_from_100_concurrent_creates() {
     assert!(stop(second).success());
 }
 
-fn keys_file() -> String {
-    let path = std::env::temp_dir().join(format!("roomservice-keys-{}.toml", std::process::id()));
-    std::fs::write(&path, KEYS_TOML).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_create_survives_a_service_restart_under_load() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let keys = keys_file();
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", KEYS_TOML);
     // One public URL for both runs, so that rooms read back compare equal.
     let args = [
         "--redis-url",
@@ -346,7 +343,8 @@ async fn keys_follow_the_documented_schema() {
 async fn rediss_urls_connect_over_tls() {
     let (redis, tls_port) = RedisServer::start_tls();
     let url = format!("rediss://127.0.0.1:{tls_port}");
-    let keys = keys_file();
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", KEYS_TOML);
 
     let mut trusting = roomservice();
     trusting.env("SSL_CERT_FILE", redis.ca_file());
