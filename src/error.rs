@@ -84,10 +84,21 @@ impl Error {
     }
 }
 
+/// How many field violations one error reports. A request can be invalid in
+/// thousands of places; the whole error must still fit in the response
+/// headers (gRPC clients refuse more than 16 KiB and report INTERNAL).
+pub const MAX_REPORTED_VIOLATIONS: usize = 10;
+
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    let mut text = violations
         .iter()
+        .take(MAX_REPORTED_VIOLATIONS)
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > MAX_REPORTED_VIOLATIONS {
+        let more = violations.len() - MAX_REPORTED_VIOLATIONS;
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
 }

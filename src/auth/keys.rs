@@ -79,7 +79,8 @@ impl Keyring {
             None,
             None,
             false,
-        );
+        )
+        .expect("the dev key is the only key");
         ring
     }
 
@@ -126,6 +127,7 @@ impl Keyring {
             dev_mode: false,
         };
         for entry in file.keys {
+            let entry_start = entry.span().start;
             let entry = entry.into_inner();
             let at = |spanned_start: usize| format!("line {}", line_of(spanned_start));
             let api_key = entry.api_key.get_ref().trim();
@@ -161,7 +163,8 @@ impl Keyring {
                 entry.name,
                 entry.email,
                 entry.service,
-            );
+            )
+            .map_err(|problem| format!("{}: {problem}", at(entry_start)))?;
         }
         Ok(ring)
     }
@@ -194,7 +197,8 @@ impl Keyring {
                     "api key {api_key:?} is listed twice"
                 )));
             }
-            ring.insert(api_key.into(), secret.into(), None, None, None, false);
+            ring.insert(api_key.into(), secret.into(), None, None, None, false)
+                .map_err(KeysError::List)?;
         }
         if ring.keys.is_empty() {
             return Err(KeysError::List("no keys given".into()));
@@ -202,6 +206,10 @@ impl Keyring {
         Ok(ring)
     }
 
+    /// Adds a key. Keys naming one user_id share one account, described by
+    /// the first; a later key that describes it differently is refused, since
+    /// silently taking either description (a `service` flag above all) would
+    /// surprise whoever wrote the other.
     fn insert(
         &mut self,
         api_key: String,
@@ -210,22 +218,31 @@ impl Keyring {
         name: Option<String>,
         email: Option<String>,
         service: bool,
-    ) {
+    ) -> Result<(), String> {
         let user_id = user_id.unwrap_or_else(|| UserId::derive_from_api_key(&api_key));
-        // Keys naming the same user_id share one account, described by the first.
-        let shared = self
-            .keys
-            .values()
-            .find(|k| k.account.user_id == user_id)
-            .map(|k| k.account.clone());
-        let account = shared.unwrap_or_else(|| {
-            Arc::new(Account {
+        let shared = self.keys.values().find(|k| k.account.user_id == user_id);
+        let account = match shared {
+            Some(first) => {
+                let account = &first.account;
+                let differs = (name.is_some() && name != account.name)
+                    || (email.is_some() && email != account.email)
+                    || service != account.service;
+                if differs {
+                    return Err(format!(
+                        "api_key {api_key:?} shares user_id {user_id} with api_key {:?} but gives a different name, \
+                         email or service flag: describe the account on its first key only",
+                        first.api_key
+                    ));
+                }
+                account.clone()
+            }
+            None => Arc::new(Account {
                 user_id,
                 name,
                 email,
                 service,
-            })
-        });
+            }),
+        };
         self.keys.insert(
             api_key.clone(),
             ApiKey {
@@ -234,6 +251,7 @@ impl Keyring {
                 account,
             },
         );
+        Ok(())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ApiKey> {
@@ -306,6 +324,11 @@ service = true
             ),
             ("[[keys]\n", "line 1", ""),
             ("", "no [[keys]]", ""),
+            (
+                "[[keys]]\napi_key = \"a\"\nsecret = \"s\"\nuser_id = \"5f7edbb14c938bcd42944527\"\n\n[[keys]]\napi_key = \"b\"\nsecret = \"t\"\nuser_id = \"5f7edbb14c938bcd42944527\"\nservice = true\n",
+                "line 6",
+                "different name, email or service",
+            ),
         ];
         for (text, line, problem) in cases {
             let err = Keyring::parse_toml(text)

@@ -11,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::{AuthError, Caller, Keyring, Permission, Role};
+use crate::domain::excerpt;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 60;
@@ -86,7 +87,8 @@ impl Verifier {
             Some("HS256") => {}
             Some(other) => {
                 return Err(unauthenticated(format!(
-                    "token algorithm {other:?} is not accepted: tokens must be signed with HS256"
+                    "token algorithm {} is not accepted: tokens must be signed with HS256",
+                    excerpt(other)
                 )));
             }
             None => return Err(unauthenticated("malformed token: header has no \"alg\"")),
@@ -105,8 +107,8 @@ impl Verifier {
             (self.keyring.get(api_key), self.decoding_keys.get(api_key))
         else {
             return Err(unauthenticated(format!(
-                "unknown api key {:?}",
-                shorten(api_key)
+                "unknown api key {}",
+                excerpt(api_key)
             )));
         };
 
@@ -149,8 +151,9 @@ impl Verifier {
         };
         if let Some(iat) = payload.get("iat") {
             let now = jiff::Timestamp::now().as_second();
-            match iat.as_i64() {
-                Some(issued) if issued <= now + LEEWAY_SECONDS as i64 => {}
+            // NumericDate may carry a fraction, as jsonwebtoken accepts for exp.
+            match iat.as_f64() {
+                Some(issued) if issued <= (now + LEEWAY_SECONDS as i64) as f64 => {}
                 Some(_) => return Err(unauthenticated("token is issued in the future (iat)")),
                 None => {
                     return Err(unauthenticated(
@@ -226,16 +229,6 @@ fn parse_roles(value: Option<&Value>) -> Result<Option<Vec<Role>>, AuthError> {
             .map(Some),
         Some(_) => Err(unauthenticated(rule)),
     }
-}
-
-/// API keys are not secrets, but an attacker-supplied one can be anything:
-/// keep log lines and messages short.
-fn shorten(s: &str) -> String {
-    if s.chars().count() <= 64 {
-        return s.to_owned();
-    }
-    let head: String = s.chars().take(64).collect();
-    format!("{head}...")
 }
 
 #[cfg(test)]

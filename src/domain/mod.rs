@@ -29,6 +29,17 @@ impl FieldViolation {
     }
 }
 
+/// A caller-supplied value fit to quote in an error message or log line:
+/// Debug-quoted and cut to 64 characters, since it can be anything.
+pub fn excerpt(value: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if value.chars().count() <= MAX_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(MAX_CHARS).collect();
+    format!("{head:?}...")
+}
+
 /// The current time, truncated to the millisecond precision the API shows, so
 /// a stored room and the room just returned never disagree.
 pub fn now() -> Timestamp {

@@ -325,16 +325,22 @@ fn parse_webhook(params: WebhookParams, violations: &mut Vec<FieldViolation>) ->
             )),
         }
     }
+    let mut listed_known_events = false;
     for (i, event) in params.events.iter().enumerate() {
-        if !is_known_event_pattern(event) {
-            violations.push(FieldViolation::new(
-                format!("webhook.events[{i}]"),
-                format!(
-                    "unknown event {event:?}: use one of {}",
-                    WEBHOOK_EVENTS.join(", ")
-                ),
-            ));
+        if is_known_event_pattern(event) {
+            continue;
         }
+        // The list of valid names is long: say it once per request.
+        let hint = if listed_known_events {
+            String::new()
+        } else {
+            listed_known_events = true;
+            format!(": use one of {}", WEBHOOK_EVENTS.join(", "))
+        };
+        violations.push(FieldViolation::new(
+            format!("webhook.events[{i}]"),
+            format!("unknown event {}{hint}", super::excerpt(event)),
+        ));
     }
     (violations.len() == before).then_some(Webhook {
         end_point,
@@ -372,7 +378,10 @@ fn parse_auto_close(
         Some(other) => {
             violations.push(FieldViolation::new(
                 "autoCloseConfig.type",
-                format!("unknown type {other:?}: use session-ends or session-end-and-deactivate"),
+                format!(
+                    "unknown type {}: use session-ends or session-end-and-deactivate",
+                    super::excerpt(other)
+                ),
             ));
             None
         }

@@ -1,7 +1,7 @@
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, MAX_REPORTED_VIOLATIONS};
 
 /// The one place an [`Error`] becomes a gRPC status. Invalid arguments carry
 /// a `google.rpc.BadRequest` detail naming each field; internal errors are
@@ -13,6 +13,7 @@ pub fn to_status(err: Error) -> Status {
             let details = ErrorDetails::with_bad_request(
                 violations
                     .iter()
+                    .take(MAX_REPORTED_VIOLATIONS)
                     .map(|v| {
                         tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())
                     })

@@ -84,7 +84,7 @@ impl RoomService {
                 "is required: a roomId, customRoomId or id",
             )]));
         }
-        let not_found = || Error::NotFound(format!("room {raw_key:?}"));
+        let not_found = || Error::NotFound(format!("room {}", domain::excerpt(raw_key)));
         let key = RoomKey::parse(raw_key).ok_or_else(not_found)?;
         let room = self
             .store

@@ -540,3 +540,39 @@ async fn oversized_request_is_refused() {
     let err = create(&server, &acme_token(), request).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 }
+
+/// However invalid a request is, the answer is the right error with a
+/// bounded message, never INTERNAL from an oversized response header.
+#[tokio::test]
+async fn huge_invalid_input_gets_a_bounded_answer() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    let request = CreateRoomRequest {
+        webhook: Some(Webhook {
+            end_point: "https://example.com/h".into(),
+            events: vec!["x".repeat(300); 500],
+        }),
+        allowed_participant_ids: vec![" padded ".into(); 1000],
+        ..Default::default()
+    };
+    let err = create(&server, &token, request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().len() < 4096,
+        "message is {} bytes",
+        err.message().len()
+    );
+    assert!(
+        err.message().ends_with("and 1490 more"),
+        "{}",
+        err.message()
+    );
+    let violations = err.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 10);
+    assert_eq!(violations[0].field, "webhook.events[0]");
+
+    let long_key = "k".repeat(20_000);
+    let err = get(&server, &token, &long_key).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().len() < 200, "{}", err.message());
+}
