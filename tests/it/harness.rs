@@ -195,9 +195,10 @@ pub fn roomservice() -> Command {
     command
 }
 
-/// Reads the child's stderr until `needle` appears; returns that line. The
-/// rest of stderr keeps being drained so the child never blocks on it.
-pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
+/// Reads the child's stderr until every needle has appeared, in any order;
+/// returns the line with the first needle. The rest of stderr keeps being
+/// drained so the child never blocks on it.
+pub fn wait_for_logs(child: &mut Child, needles: &[&str]) -> String {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -205,25 +206,39 @@ pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
             let _ = tx.send(line);
         }
     });
+    let mut missing: Vec<&str> = needles.to_vec();
+    let mut first_line = None;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && line.contains(needle)
-        {
-            return line;
+    while !missing.is_empty() {
+        assert!(Instant::now() < deadline, "{missing:?} never logged");
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        if line.contains(needles[0]) {
+            first_line = Some(line.clone());
         }
+        missing.retain(|needle| !line.contains(needle));
     }
-    panic!("{needle:?} never logged");
+    first_line.expect("the first needle was seen")
+}
+
+pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
+    wait_for_logs(child, &[needle])
 }
 
 /// Starts `roomservice serve` on a free port with JSON logs; returns the
-/// process and the address it listens on.
+/// process and the address it listens on. With `--redis-url`, returns only
+/// once the store has connected, so the first call is not refused.
 pub fn spawn_binary(args: &[&str]) -> (Child, String) {
-    spawn_binary_with(roomservice(), args)
+    spawn_binary_with(roomservice(), args, args.contains(&"--redis-url"))
 }
 
 /// [`spawn_binary`] from a prepared command (extra environment, say).
-pub fn spawn_binary_with(mut command: Command, args: &[&str]) -> (Child, String) {
+pub fn spawn_binary_with(
+    mut command: Command,
+    args: &[&str],
+    wait_for_redis: bool,
+) -> (Child, String) {
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
@@ -231,7 +246,13 @@ pub fn spawn_binary_with(mut command: Command, args: &[&str]) -> (Child, String)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = wait_for_log(&mut child, "roomservice listening");
+    let needles: &[&str] = if wait_for_redis {
+        // Quoted: "not connected to redis yet" appears in other lines.
+        &["roomservice listening", r#""message":"connected to redis""#]
+    } else {
+        &["roomservice listening"]
+    };
+    let line = wait_for_logs(&mut child, needles);
     let log: Value = serde_json::from_str(&line).expect("json log line");
     let address = log["fields"]["address"].as_str().unwrap().to_owned();
     (child, address)

@@ -60,11 +60,20 @@ async fn wait_for_health(server: &TestServer, wanted: ServingStatus, within: Dur
     }
 }
 
-/// Every call fails with UNAVAILABLE within one second and says why.
+/// Every call fails with UNAVAILABLE within one second and says why. Only
+/// the call is timed: the client is connected beforehand.
 async fn assert_fails_fast(server: &TestServer, room_id: &str) {
+    let mut client = server.rooms().await;
+    let token = acme_token();
     for attempt in 0..3 {
         let started = Instant::now();
-        let err = get(server, room_id).await.unwrap_err();
+        let request = authed(
+            GetRoomRequest {
+                room_id: room_id.into(),
+            },
+            &token,
+        );
+        let err = client.get_room(request).await.unwrap_err();
         let elapsed = started.elapsed();
         assert_eq!(
             err.code(),
@@ -78,16 +87,23 @@ async fn assert_fails_fast(server: &TestServer, room_id: &str) {
         );
 
         let started = Instant::now();
-        let err = create(server, Some("during-outage")).await.unwrap_err();
+        let request = authed(
+            CreateRoomRequest {
+                custom_room_id: Some("during-outage".into()),
+                ..Default::default()
+            },
+            &token,
+        );
+        let err = client.create_room(request).await.unwrap_err();
+        let elapsed = started.elapsed();
         assert_eq!(
             err.code(),
             Code::Unavailable,
             "create attempt {attempt}: {err:?}"
         );
         assert!(
-            started.elapsed() <= Duration::from_secs(1),
-            "create took {:?}",
-            started.elapsed()
+            elapsed <= Duration::from_secs(1),
+            "create attempt {attempt} took {elapsed:?}"
         );
     }
 }
@@ -200,4 +216,38 @@ async fn service_starts_while_redis_is_down_and_serves_once_it_is_up() {
     // The connection is retried with backoff capped at 5 s.
     wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(10)).await;
     create(&server, Some("after-start")).await.unwrap();
+}
+
+/// A dead cluster primary makes health NOT_SERVING (a PING to a live node
+/// would still answer) and calls for its slots fail fast; once it is back,
+/// both recover without a service restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_cluster_primary_is_reported_and_recovered_from() {
+    let mut cluster = RedisCluster::start();
+    let store = connected_store(cluster.seed_urls(), true, unique_prefix()).await;
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    let room = create(&server, Some("clustered")).await.unwrap();
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+
+    // The primary that holds Acme's keys: the one node with keys at all.
+    let owner = cluster
+        .nodes
+        .iter()
+        .position(|node| !node.command(&["DBSIZE"]).starts_with(":0"))
+        .expect("some node holds the room");
+    cluster.nodes[owner].kill();
+
+    wait_for_health(&server, ServingStatus::NotServing, Duration::from_secs(5)).await;
+    let started = Instant::now();
+    let err = get(&server, &room.room_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    cluster.nodes[owner].restart();
+    wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(15)).await;
+    time_to_recover(&server, Duration::from_secs(5)).await;
 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{
     Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation,
     ServerErrorKind, Value,
@@ -228,10 +229,58 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection()?;
-        within_deadline(redis::cmd("PING").query_async::<Value>(&mut connection)).await?;
-        Ok(())
+        match self.connection()? {
+            Connection::Node(mut node) => {
+                within_deadline(redis::cmd("PING").query_async::<Value>(&mut node)).await?;
+                Ok(())
+            }
+            Connection::Cluster(mut cluster) => {
+                // Any reachable node answers PING, even while the slots of a
+                // dead primary cannot be served. Ask every primary instead
+                // whether the cluster is whole.
+                let mut info = redis::cmd("CLUSTER");
+                info.arg("INFO");
+                let every_primary =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let replies = within_deadline(cluster.route_command(info, every_primary)).await?;
+                check_cluster_health(replies)
+            }
+        }
     }
+}
+
+/// Reads the `CLUSTER INFO` answers of every primary: all must answer, and
+/// all must say `cluster_state:ok`.
+fn check_cluster_health(replies: Value) -> Result<(), StoreError> {
+    let Value::Map(replies) = replies else {
+        return Err(StoreError::Unavailable(
+            "redis cluster: unexpected CLUSTER INFO reply".into(),
+        ));
+    };
+    if replies.is_empty() {
+        return Err(StoreError::Unavailable(
+            "redis cluster: no primary known".into(),
+        ));
+    }
+    for (node, reply) in replies {
+        let node: String = redis::from_redis_value(node).unwrap_or_else(|_| "a node".into());
+        if let Value::ServerError(error) = &reply {
+            return Err(StoreError::Unavailable(format!(
+                "redis cluster node {node}: {error:?}"
+            )));
+        }
+        let info: String = redis::from_redis_value(reply).map_err(|_| {
+            StoreError::Unavailable(format!(
+                "redis cluster node {node}: unreadable CLUSTER INFO"
+            ))
+        })?;
+        if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+            return Err(StoreError::Unavailable(format!(
+                "redis cluster node {node} reports the cluster is not ok"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How a [`RoomKey`] reading was derived, which decides whether a hit counts.
@@ -291,7 +340,11 @@ fn classify(error: RedisError) -> StoreError {
                 )
         )
         // A long-running script elsewhere, or maxmemory: nothing was written.
-        || matches!(error.code(), Some("BUSY" | "OOM"));
+        || matches!(error.code(), Some("BUSY" | "OOM"))
+        // While a slot migrates, a script that builds a sibling key's name
+        // (see docs/redis-schema.md) can find that key already moved. The
+        // script stopped before writing; retrying after the migration works.
+        || error.to_string().contains("non local key");
     if transient {
         StoreError::Unavailable(format!("redis: {error}"))
     } else {
@@ -316,14 +369,15 @@ async fn connect(config: RedisConfig, link: Arc<Link>) {
         };
         match result {
             Ok(connection) => {
+                // Only this task sets it, once. Set before logging, so that
+                // whoever reads "connected" in the log finds the store usable.
+                let _ = link.connection.set(connection);
                 tracing::info!(
                     ?nodes,
                     cluster = config.cluster,
                     attempt,
                     "connected to redis"
                 );
-                // Only this task sets it, once.
-                let _ = link.connection.set(connection);
                 return;
             }
             Err(error) => {
