@@ -251,3 +251,44 @@ async fn dead_cluster_primary_is_reported_and_recovered_from() {
     wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(15)).await;
     time_to_recover(&server, Duration::from_secs(5)).await;
 }
+
+/// Graceful shutdown: a call already running when the server is told to stop
+/// gets its answer, and the server stops only after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let redis = RedisServer::start();
+    let server = redis_backed_server(&redis).await;
+    let room = create(&server, Some("in-flight")).await.unwrap();
+    let mut client = server.rooms().await;
+
+    // Hold the call inside the server: Redis is paused (well within the
+    // store's 500 ms reply timeout).
+    redis.pause();
+    let call = tokio::spawn(async move {
+        let request = authed(
+            GetRoomRequest {
+                room_id: "in-flight".into(),
+            },
+            &acme_token(),
+        );
+        client.get_room(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the in-flight call"
+    );
+
+    redis.resume();
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the in-flight call gets its answer");
+    assert_eq!(answer.into_inner(), room);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once the call is done")
+        .unwrap();
+}

@@ -423,3 +423,70 @@ pub async fn connected_store(urls: Vec<String>, cluster: bool, prefix: String) -
         }
     }
 }
+
+/// Watches a Redis with MONITOR and keeps the commands clients send. Commands
+/// a Lua script runs show up tagged `lua` and are not kept: what remains is
+/// exactly what costs a round trip.
+pub struct Monitor {
+    commands: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stream: TcpStream,
+}
+
+impl Monitor {
+    pub fn start(redis: &RedisServer) -> Monitor {
+        use std::io::BufRead;
+        let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
+        let commands = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = commands.clone();
+        std::thread::spawn(move || {
+            // Lines look like: +1700000000.123456 [0 127.0.0.1:5555] "evalsha" "..."
+            for line in reader.lines().map_while(Result::ok) {
+                let Some((client, rest)) = line.split_once("] ") else {
+                    continue;
+                };
+                if client.ends_with(" lua") {
+                    continue;
+                }
+                let name = rest
+                    .trim_start_matches('"')
+                    .split('"')
+                    .next()
+                    .unwrap_or_default();
+                sink.lock().unwrap().push(name.to_ascii_lowercase());
+            }
+        });
+        Monitor { commands, stream }
+    }
+
+    /// The client commands seen so far, less the health probe's PING and
+    /// the test's own INFO/CONFIG, once `expected` many have arrived (or 2 s).
+    pub fn client_commands(&self, expected: usize) -> Vec<String> {
+        let relevant = || {
+            self.commands
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| !matches!(c.as_str(), "ping" | "info" | "config" | "cluster"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while relevant().len() < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Anything more would arrive right behind: give it a moment to show.
+        std::thread::sleep(Duration::from_millis(100));
+        relevant()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
