@@ -141,21 +141,22 @@ fn dev_mode_is_refused_off_loopback() {
         "{stderr}"
     );
     // With keys configured, a non-loopback listen address is fine (checked by env twin).
-    let mut child = roomservice()
+    let child = roomservice()
         .args(["--listen", "0.0.0.0:0"])
         .env("ROOMSERVICE_KEYS", "k:s")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_log(&mut child, "roomservice listening");
-    stop(child);
+    let mut service = Service::adopt(child);
+    wait_for_log(service.child_mut(), "roomservice listening");
+    assert!(service.stop().success());
 }
 
 // Multi-threaded so the client's connection task keeps running while the test
 // thread blocks waiting for the process to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_tokens_it_minted_and_stops_on_sigterm() {
-    let (child, address) = spawn_binary(&[]);
+    let (service, address) = spawn_binary(&[]);
     let token = String::from_utf8(token_output(&[]).stdout).unwrap();
     let mut client = RoomServiceClient::connect(format!("http://{address}"))
         .await
@@ -172,6 +173,6 @@ async fn the_binary_serves_tokens_it_minted_and_stops_on_sigterm() {
             .starts_with(&format!("http://{address}/v2/rooms/"))
     );
 
-    let status = stop(child);
+    let status = service.stop();
     assert!(status.success(), "graceful exit: {status:?}");
 }

@@ -229,7 +229,7 @@ pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
 /// Starts `roomservice serve` on a free port with JSON logs; returns the
 /// process and the address it listens on. With `--redis-url`, returns only
 /// once the store has connected, so the first call is not refused.
-pub fn spawn_binary(args: &[&str]) -> (Child, String) {
+pub fn spawn_binary(args: &[&str]) -> (Service, String) {
     spawn_binary_with(roomservice(), args, args.contains(&"--redis-url"))
 }
 
@@ -238,24 +238,54 @@ pub fn spawn_binary_with(
     mut command: Command,
     args: &[&str],
     wait_for_redis: bool,
-) -> (Child, String) {
-    let mut child = command
+) -> (Service, String) {
+    let child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Adopted at once, so that a failed wait below kills it too.
+    let mut service = Service::adopt(child);
     let needles: &[&str] = if wait_for_redis {
         // Quoted: "not connected to redis yet" appears in other lines.
         &["roomservice listening", r#""message":"connected to redis""#]
     } else {
         &["roomservice listening"]
     };
-    let line = wait_for_logs(&mut child, needles);
+    let line = wait_for_logs(service.child_mut(), needles);
     let log: Value = serde_json::from_str(&line).expect("json log line");
     let address = log["fields"]["address"].as_str().unwrap().to_owned();
-    (child, address)
+    (service, address)
+}
+
+/// A running `roomservice` process. Killed when dropped, so a failing test
+/// never leaves one behind; [`Service::stop`] stops it gracefully instead.
+pub struct Service(Option<Child>);
+
+impl Service {
+    pub fn adopt(child: Child) -> Service {
+        Service(Some(child))
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        stop(self.0.take().expect("running"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// SIGTERM, then waits (at most 20 s) for the exit status.

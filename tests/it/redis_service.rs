@@ -192,8 +192,8 @@ async fn two_processes_make_one_room_from_100_concurrent_creates() {
         .count();
     assert_eq!(room_keys, 1, "exactly one room stored");
     drop(clients);
-    assert!(stop(first).success());
-    assert!(stop(second).success());
+    assert!(first.stop().success());
+    assert!(second.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +241,7 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let status = tokio::task::spawn_blocking(move || stop(service))
+    let status = tokio::task::spawn_blocking(move || service.stop())
         .await
         .unwrap();
     assert!(status.success(), "graceful exit under load: {status:?}");
@@ -273,7 +273,7 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
         assert_eq!(&fetched, room);
     }
     drop(client);
-    assert!(stop(service).success());
+    assert!(service.stop().success());
 }
 
 /// `redis-cli --scan` shows only the keys docs/redis-schema.md documents.
@@ -381,7 +381,7 @@ async fn rediss_urls_connect_over_tls() {
             .any(|k| k.ends_with(&format!(":room:{}", room.room_id)))
     );
     drop(client);
-    assert!(stop(service).success());
+    assert!(service.stop().success());
 
     // Without the CA the certificate is not trusted: nothing is served from that Redis.
     let mut untrusting = roomservice();
@@ -404,5 +404,5 @@ async fn rediss_urls_connect_over_tls() {
     let refused = client.get_room(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     drop(client);
-    assert!(stop(service).success());
+    assert!(service.stop().success());
 }
