@@ -41,12 +41,13 @@ pub struct KeySource {
     #[arg(long, env = "ROOMSERVICE_KEYS_FILE", value_name = "PATH")]
     pub keys_file: Option<PathBuf>,
 
-    /// API keys as "key1:secret1,key2:secret2"; ignored when a keys file is given.
+    /// API keys as "key1:secret1,key2:secret2"; not together with --keys-file.
     #[arg(
         long,
         env = "ROOMSERVICE_KEYS",
         value_name = "LIST",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "keys_file"
     )]
     pub keys: Option<String>,
 }
@@ -70,7 +71,7 @@ impl KeySource {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on for gRPC.
+    /// Address to listen on, for gRPC and the REST gateway alike.
     #[arg(long, env = "ROOMSERVICE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
@@ -80,6 +81,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub keys: KeySource,
+
+    /// Browser origins allowed to call the REST API (CORS): "*" or a
+    /// comma-separated list such as "https://app.example.com". None by default.
+    #[arg(long, env = "ROOMSERVICE_CORS_ORIGINS", value_name = "ORIGINS")]
+    pub cors_origins: Option<String>,
 
     /// Redis to store rooms in: `redis://[user:pass@]host:port/db` or
     /// `rediss://` for TLS. With --redis-cluster, one or more comma-separated

@@ -1,10 +1,7 @@
-//! The one error type the service layer returns, and its mapping to gRPC codes
-//! and HTTP statuses. Transports translate an [`Error`] through [`ErrorCode`]
-//! and nowhere else, so gRPC and REST cannot disagree about a failure.
-
-use crate::auth::AuthError;
-use crate::domain::FieldViolation;
-use crate::store::StoreError;
+//! The small set of outcomes a caller can act on, and their gRPC codes, HTTP
+//! statuses and stable names. This module depends on nothing else in the
+//! crate: `auth`, `store` and `service` each implement [`PublicError`] for
+//! their own error types, and the transports map through [`ErrorCode`] only.
 
 /// A deliberately small set of outcomes a caller can act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,46 +56,28 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
         }
     }
-}
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl Error {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            Error::Auth(e) => e.code(),
-            Error::NotFound(_) => ErrorCode::NotFound,
-            Error::Store(e) => e.code(),
-        }
+    /// Whether a failure with this code is our fault (or our storage's) rather
+    /// than the caller's: such failures are logged with their internal cause.
+    pub fn is_server_side(self) -> bool {
+        matches!(self, ErrorCode::Unavailable | ErrorCode::Internal)
     }
 }
 
-/// How many field violations one error reports. A request can be invalid in
-/// thousands of places; the whole error must still fit in the response
-/// headers (gRPC clients refuse more than 16 KiB and report INTERNAL).
-pub const MAX_REPORTED_VIOLATIONS: usize = 10;
+/// An error a transport may answer with. Two texts, kept apart in the type so
+/// that no transport can leak by accident:
+/// - [`PublicError::public_message`] is what the caller sees: it names the rule
+///   that failed, never a host, a library's debug text or a secret;
+/// - `Display` is the internal cause, for the log line only.
+pub trait PublicError: std::error::Error {
+    fn code(&self) -> ErrorCode;
+    fn public_message(&self) -> String;
+}
 
-fn describe(violations: &[FieldViolation]) -> String {
-    let mut text = violations
-        .iter()
-        .take(MAX_REPORTED_VIOLATIONS)
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    if violations.len() > MAX_REPORTED_VIOLATIONS {
-        let more = violations.len() - MAX_REPORTED_VIOLATIONS;
-        text.push_str(&format!("; and {more} more"));
+/// The message every server-side failure of a kind shows, whatever its cause.
+pub fn generic_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unavailable => "storage unavailable, retry",
+        _ => "internal error",
     }
-    text
 }

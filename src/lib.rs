@@ -1,6 +1,6 @@
 //! roomservice: the control plane for video-conference rooms.
 //!
-//! A request walks down once: transport (`grpc`) → auth → `service` (the
+//! A request walks down once: transport (`grpc` or `gateway`) → auth → `service` (the
 //! rules) → `store`, and back. No layer reaches around the one below it.
 
 /// API keys, accounts, token verification and the verified caller.
@@ -13,11 +13,13 @@ pub mod config;
 pub mod domain;
 /// The error type and its gRPC/HTTP mapping.
 pub mod error;
+/// The VideoSDK v2 REST gateway: axum routes over the same services.
+pub mod gateway;
 /// tonic adapters: proto ⇄ domain, auth interceptor, service impls.
 pub mod grpc;
 /// Startup and shutdown of the `serve` command.
 pub mod run;
-/// One listener with RoomService, health and reflection.
+/// One listener: gRPC (RoomService, health, reflection) and the REST gateway.
 pub mod server;
 /// Business rules over a store.
 pub mod service;

@@ -9,6 +9,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
+use crate::gateway::CorsOrigins;
 use crate::server::{self, App};
 use crate::store::redis::redacted;
 use crate::store::{MemoryStore, RedisConfig, RedisStore, Store};
@@ -43,8 +44,21 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let public_url = match &args.public_url {
         Some(raw) => PublicUrl::parse(raw).map_err(|e| format!("--public-url: {e}"))?,
-        None => PublicUrl::parse(&format!("http://{local}")).expect("a socket address makes a URL"),
+        None => {
+            if local.ip().is_unspecified() {
+                // Nobody can reach http://0.0.0.0:50051: every `links` URL
+                // handed to clients would be useless.
+                tracing::warn!(
+                    address = %local,
+                    "listening on all interfaces without --public-url: links in responses will point at {local}; \
+                     set --public-url (ROOMSERVICE_PUBLIC_URL) to the address clients use"
+                );
+            }
+            PublicUrl::parse(&format!("http://{local}")).expect("a socket address makes a URL")
+        }
     };
+    let cors = CorsOrigins::parse(args.cors_origins.as_deref().unwrap_or_default())
+        .map_err(|e| format!("--cors-origins: {e}"))?;
 
     let store = open_store(&args)?;
 
@@ -52,6 +66,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         store,
         verifier: Arc::new(Verifier::new(keyring, args.allow_legacy_tokens)),
         public_url,
+        cors,
     };
     tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
 

@@ -14,26 +14,39 @@ pub use claims::{Claims, Permission, Role};
 pub use keys::{Account, Keyring};
 pub use verifier::Verifier;
 
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, PublicError};
 
 /// Why a request was refused. Messages name the rule that failed and never
 /// contain a secret or a whole token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No usable identity: missing, malformed, badly signed or expired token,
-    /// or an unknown API key.
+    /// or an unknown API key. The message is ours and safe to show.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// A token the JWT library refused for a reason we do not name: the
+    /// library's own text is for the log only.
+    #[error("unauthenticated: invalid token ({cause})")]
+    InvalidToken { cause: String },
     /// A valid identity without the right to do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 }
 
-impl AuthError {
-    pub fn code(&self) -> ErrorCode {
+impl PublicError for AuthError {
+    fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::Unauthenticated(_) | AuthError::InvalidToken { .. } => {
+                ErrorCode::Unauthenticated
+            }
             AuthError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            AuthError::InvalidToken { .. } => "unauthenticated: invalid token".to_owned(),
+            other => other.to_string(),
         }
     }
 }

@@ -62,8 +62,17 @@ impl Verifier {
         &self.keyring
     }
 
+    /// Verifies a token for the management API (rooms, sessions): a valid
+    /// token whose roles allow server-side calls. Every transport calls this,
+    /// so none can forget the role check.
+    pub fn verify_management(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        let caller = self.verify(authorization)?;
+        caller.require_management()?;
+        Ok(caller)
+    }
+
     /// Verifies the value of an `authorization` header or metadata entry:
-    /// a raw JWT or `Bearer <jwt>`.
+    /// a raw JWT or `Bearer <jwt>`. Checks identity only, not roles.
     pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let raw = authorization.map(str::trim).unwrap_or_default();
         if raw.is_empty() {
@@ -115,22 +124,27 @@ impl Verifier {
         // Signature, exp and nbf. The payload was already parsed above, but
         // only the library's check of the signature makes it trustworthy.
         jsonwebtoken::decode::<Value>(token, decoding_key, &self.validation).map_err(|e| {
-            unauthenticated(match e.kind() {
+            match e.kind() {
                 ErrorKind::InvalidSignature => {
-                    "token signature does not match the api key's secret".to_owned()
+                    unauthenticated("token signature does not match the api key's secret")
                 }
-                ErrorKind::ExpiredSignature => "token has expired (exp is in the past)".to_owned(),
+                ErrorKind::ExpiredSignature => {
+                    unauthenticated("token has expired (exp is in the past)")
+                }
                 ErrorKind::ImmatureSignature => {
-                    "token is not valid yet (nbf is in the future)".to_owned()
+                    unauthenticated("token is not valid yet (nbf is in the future)")
                 }
                 ErrorKind::MissingRequiredClaim(claim) => {
-                    format!("token has no {claim:?} claim; tokens must expire")
+                    unauthenticated(format!("token has no {claim:?} claim; tokens must expire"))
                 }
                 ErrorKind::InvalidClaimFormat(claim) => {
-                    format!("token claim {claim:?} must be a number of seconds")
+                    unauthenticated(format!("token claim {claim:?} must be a number of seconds"))
                 }
-                other => format!("invalid token: {other:?}"),
-            })
+                // The library's wording is not ours to publish; the log keeps it.
+                other => AuthError::InvalidToken {
+                    cause: format!("{other:?}"),
+                },
+            }
         })?;
 
         let permissions = parse_permissions(payload.get("permissions"))?;

@@ -130,6 +130,28 @@ impl CustomRoomId {
         Ok(CustomRoomId(s.to_owned()))
     }
 
+    /// [`CustomRoomId::parse`] plus the rule for names given to new rooms:
+    /// not of the shape of a roomId or a document id. Lookups try those
+    /// readings first, so such a name would shadow another room, or let a
+    /// token scoped to one room reach two rooms under one name. Stored names
+    /// are read back with the lenient [`CustomRoomId::parse`], so rooms made
+    /// before this rule stay readable.
+    pub fn parse_new(s: &str) -> Result<CustomRoomId, &'static str> {
+        let id = CustomRoomId::parse(s)?;
+        if s == "." || s == ".." {
+            // URL parsers resolve them as path segments: such a room could
+            // never be fetched by path.
+            return Err("must not be \".\" or \"..\"");
+        }
+        if RoomId::parse(s).is_some() {
+            return Err("must not have the shape of a roomId (xxxx-xxxx-xxxx)");
+        }
+        if DocumentId::parse(s).is_some() {
+            return Err("must not have the shape of an id (24 hex characters)");
+        }
+        Ok(id)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -231,6 +253,20 @@ mod tests {
             assert!(CustomRoomId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(CustomRoomId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn new_custom_room_ids_cannot_look_like_other_ids() {
+        assert!(CustomRoomId::parse_new("final-testing").is_ok());
+        assert!(CustomRoomId::parse_new("abcd-efgh-ijkl-x").is_ok());
+        assert!(CustomRoomId::parse_new("ABCD-EFGH-IJKL").is_ok());
+        assert!(CustomRoomId::parse_new("abcd-efgh-ijkl").is_err());
+        assert!(CustomRoomId::parse_new(".").is_err());
+        assert!(CustomRoomId::parse_new("..").is_err());
+        assert!(CustomRoomId::parse_new("...").is_ok());
+        assert!(CustomRoomId::parse_new("623d49c760a18e699abcc8a4").is_err());
+        // Still readable when stored before the rule.
+        assert!(CustomRoomId::parse("abcd-efgh-ijkl").is_ok());
     }
 
     #[test]

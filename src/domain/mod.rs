@@ -2,12 +2,14 @@
 //! knows about tonic, axum or Redis.
 
 mod ids;
+mod page;
 mod room;
 
 pub use ids::{CustomRoomId, DocumentId, RoomId, UserId};
+pub use page::Paging;
 pub use room::{
     AutoCloseConfig, AutoCloseParams, AutoCloseType, CreateRoomParams, GeoFence, Room,
-    RoomSettings, RoomSpec, WEBHOOK_EVENTS, Webhook, WebhookParams,
+    RoomSettings, RoomSpec, RoomStatus, WEBHOOK_EVENTS, Webhook, WebhookParams,
 };
 
 use jiff::Timestamp;

@@ -26,6 +26,44 @@ impl Room {
     }
 }
 
+/// Whether a room accepts sessions, as the REST API spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomStatus {
+    Enabled,
+    Disabled,
+}
+
+impl RoomStatus {
+    pub const RULE: &'static str = "must be \"enabled\" or \"disabled\"";
+
+    pub fn parse(s: &str) -> Option<RoomStatus> {
+        match s {
+            "enabled" => Some(RoomStatus::Enabled),
+            "disabled" => Some(RoomStatus::Disabled),
+            _ => None,
+        }
+    }
+
+    pub fn of(room: &Room) -> RoomStatus {
+        if room.disabled {
+            RoomStatus::Disabled
+        } else {
+            RoomStatus::Enabled
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomStatus::Enabled => "enabled",
+            RoomStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn disabled(self) -> bool {
+        self == RoomStatus::Disabled
+    }
+}
+
 /// The optional settings of a room, as validated at creation.
 ///
 /// Serialized (camelCase, absent fields omitted) by the stores; keep field
@@ -224,7 +262,7 @@ impl RoomSpec {
 
         let custom_room_id = match params.custom_room_id.as_deref() {
             None => None,
-            Some(raw) => match CustomRoomId::parse(raw) {
+            Some(raw) => match CustomRoomId::parse_new(raw) {
                 Ok(id) => Some(id),
                 Err(rule) => {
                     violations.push(FieldViolation::new("customRoomId", rule));

@@ -5,7 +5,7 @@ use tonic::{Request, Status};
 
 use super::to_status;
 use crate::auth::{AuthError, Verifier};
-use crate::error::Error;
+use crate::service::Error;
 
 /// Verifies the `authorization` metadata of every call to a management
 /// service and hands the verified [`crate::auth::Caller`] to the handler as a
@@ -31,11 +31,7 @@ impl Interceptor for AuthInterceptor {
                 )))
             })?),
         };
-        let verified = self
-            .verifier
-            .verify(header)
-            .and_then(|caller| caller.require_management().map(|()| caller));
-        match verified {
+        match self.verifier.verify_management(header) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Ok(request)

@@ -8,6 +8,7 @@ use serde_json::{Map, Number, Value};
 
 use super::pb;
 use crate::domain::{self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, WebhookParams};
+use crate::service::ListPage;
 
 pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
     CreateRoomParams {
@@ -53,6 +54,18 @@ pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
         auto_start_config: settings.auto_start_config.clone().map(json_to_struct),
         multi_composition: settings.multi_composition.clone().map(json_to_struct),
         allowed_participant_ids: settings.allowed_participant_ids.clone(),
+    }
+}
+
+pub fn page(page: &ListPage, base: &PublicUrl) -> pb::ListRoomsResponse {
+    pb::ListRoomsResponse {
+        page_info: Some(pb::PageInfo {
+            current_page: page.paging.page as i32,
+            per_page: page.paging.per_page as i32,
+            last_page: i32::try_from(page.last_page).unwrap_or(i32::MAX),
+            total: page.total as i64,
+        }),
+        data: page.rooms.iter().map(|r| room(r, base)).collect(),
     }
 }
 

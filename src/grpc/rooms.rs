@@ -4,10 +4,9 @@ use super::pb::room_service_server::RoomService as RoomServiceRpc;
 use super::{convert, pb, to_status};
 use crate::auth::{AuthError, Caller};
 use crate::domain::PublicUrl;
-use crate::error::Error;
-use crate::service::RoomService;
+use crate::service::{Error, PageRequest, RoomService};
 
-/// The tonic face of [`RoomService`].
+/// The tonic face of [`RoomService`]: unpack, call, convert.
 pub struct RoomsGrpc {
     service: RoomService,
     public_url: PublicUrl,
@@ -19,6 +18,10 @@ impl RoomsGrpc {
             service,
             public_url,
         }
+    }
+
+    fn room(&self, room: &crate::domain::Room) -> Response<pb::Room> {
+        Response::new(convert::room(room, &self.public_url))
     }
 }
 
@@ -49,10 +52,7 @@ impl RoomServiceRpc for RoomsGrpc {
             .create_room(&caller, params)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(convert::room(
-            &created.room,
-            &self.public_url,
-        )))
+        Ok(self.room(&created.room))
     }
 
     async fn get_room(
@@ -65,6 +65,65 @@ impl RoomServiceRpc for RoomsGrpc {
             .get_room(&caller, &request.get_ref().room_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(convert::room(&room, &self.public_url)))
+        Ok(self.room(&room))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        let caller = caller(&request)?;
+        let message = request.into_inner();
+        let page = PageRequest {
+            page: message.page.map(i64::from),
+            per_page: message.per_page.map(i64::from),
+            query: message.query,
+        };
+        let page = self
+            .service
+            .list_rooms(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::page(&page, &self.public_url)))
+    }
+
+    async fn validate_room(
+        &self,
+        request: Request<pb::ValidateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let room = self
+            .service
+            .validate_room(&caller, &request.get_ref().room_id)
+            .await
+            .map_err(to_status)?;
+        Ok(self.room(&room))
+    }
+
+    async fn deactivate_room(
+        &self,
+        request: Request<pb::DeactivateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let room = self
+            .service
+            .deactivate_room(&caller, &request.get_ref().room_id)
+            .await
+            .map_err(to_status)?;
+        Ok(self.room(&room))
+    }
+
+    async fn update_room_status(
+        &self,
+        request: Request<pb::UpdateRoomStatusRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let message = request.get_ref();
+        let room = self
+            .service
+            .update_room_status(&caller, &message.room_id, &message.status)
+            .await
+            .map_err(to_status)?;
+        Ok(self.room(&room))
     }
 }

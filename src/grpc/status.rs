@@ -1,13 +1,19 @@
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, ErrorCode, MAX_REPORTED_VIOLATIONS};
+use crate::error::PublicError;
+use crate::service::{Error, MAX_REPORTED_VIOLATIONS};
 
-/// The one place an [`Error`] becomes a gRPC status. Invalid arguments carry
-/// a `google.rpc.BadRequest` detail naming each field; internal errors are
-/// logged here and answered without their details.
+/// The one place an [`Error`] becomes a gRPC status. The status carries the
+/// public message only; server-side failures are logged here with their
+/// internal cause. Invalid arguments carry a `google.rpc.BadRequest` detail
+/// naming each field.
 pub fn to_status(err: Error) -> Status {
     let code = err.code();
+    if code.is_server_side() {
+        tracing::error!(error = %err, code = code.as_str(), "call failed");
+    }
+    let message = err.public_message();
     match &err {
         Error::InvalidArgument(violations) => {
             let details = ErrorDetails::with_bad_request(
@@ -19,12 +25,12 @@ pub fn to_status(err: Error) -> Status {
                     })
                     .collect::<Vec<_>>(),
             );
-            Status::with_error_details(code.grpc_code(), err.to_string(), details)
+            Status::with_error_details(code.grpc_code(), message, details)
         }
-        _ if code == ErrorCode::Internal => {
-            tracing::error!(error = %err, "internal error");
-            Status::new(code.grpc_code(), "internal error")
+        Error::RoomIdRequired { field, .. } => {
+            let details = ErrorDetails::with_bad_request_violation(*field, Error::ROOM_ID_RULE);
+            Status::with_error_details(code.grpc_code(), message, details)
         }
-        _ => Status::new(code.grpc_code(), err.to_string()),
+        _ => Status::new(code.grpc_code(), message),
     }
 }

@@ -1,9 +1,12 @@
 use std::sync::Arc;
 
+use super::Error;
 use crate::auth::{AuthError, Caller};
-use crate::domain::{self, CreateRoomParams, FieldViolation, Room, RoomId, RoomSpec};
-use crate::error::Error;
-use crate::store::{CreateOutcome, RoomKey, Store, StoreError};
+use crate::domain::{
+    self, CreateRoomParams, CustomRoomId, FieldViolation, Paging, Room, RoomId, RoomSpec,
+    RoomStatus,
+};
+use crate::store::{CreateOutcome, RoomKey, Store};
 
 /// How many fresh roomIds to try when one is already taken. With 62 random
 /// bits a second try is already astronomically rare.
@@ -14,6 +17,24 @@ const ROOM_ID_ATTEMPTS: usize = 5;
 pub struct Created {
     pub room: Room,
     pub created: bool,
+}
+
+/// A listing request as the caller sent it, before validation.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    pub page: Option<i64>,
+    pub per_page: Option<i64>,
+    /// An exact roomId or customRoomId: the listing holds that room or nothing.
+    pub query: Option<String>,
+}
+
+/// One page of rooms, newest first.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    pub rooms: Vec<Room>,
+    pub paging: Paging,
+    pub last_page: u32,
+    pub total: usize,
 }
 
 #[derive(Clone)]
@@ -62,7 +83,7 @@ impl RoomService {
                     });
                 }
                 CreateOutcome::Existing(room) => {
-                    self.check_scope(caller, &room)?;
+                    check_scope(caller, &room)?;
                     return Ok(Created {
                         room,
                         created: false,
@@ -73,39 +94,204 @@ impl RoomService {
                 }
             }
         }
-        Err(StoreError::Corrupt("could not find a free roomId".into()).into())
+        Err(Error::NoFreeRoomId(ROOM_ID_ATTEMPTS))
     }
 
     /// The caller's room named by its roomId, customRoomId or document id.
     pub async fn get_room(&self, caller: &Caller, raw_key: &str) -> Result<Room, Error> {
         if raw_key.is_empty() {
-            return Err(Error::InvalidArgument(vec![FieldViolation::new(
+            return Err(Error::invalid(
                 "roomId",
                 "is required: a roomId, customRoomId or id",
-            )]));
+            ));
         }
-        let not_found = || Error::NotFound(format!("room {}", domain::excerpt(raw_key)));
+        let not_found = || room_not_found(raw_key);
         let key = RoomKey::parse(raw_key).ok_or_else(not_found)?;
         let room = self
             .store
             .get_room(&caller.account.user_id, &key)
             .await?
             .ok_or_else(not_found)?;
-        self.check_scope(caller, &room)?;
+        check_scope(caller, &room)?;
         Ok(room)
     }
 
-    fn check_scope(&self, caller: &Caller, room: &Room) -> Result<(), AuthError> {
-        let id = room.id();
-        let names = [
-            Some(room.room_id.as_str()),
-            room.custom_room_id.as_ref().map(|c| c.as_str()),
-            Some(id.as_str()),
-        ];
-        if caller.may_access_room(names.into_iter().flatten()) {
-            Ok(())
-        } else {
-            Err(caller.scope_error())
+    /// Whether `raw_key` (a roomId or customRoomId) names one of the caller's
+    /// rooms: the room, or NOT_FOUND.
+    pub async fn validate_room(&self, caller: &Caller, raw_key: &str) -> Result<Room, Error> {
+        self.get_room(caller, raw_key).await
+    }
+
+    /// One page of the caller's rooms, newest first. A room-scoped token sees
+    /// its own room only.
+    pub async fn list_rooms(
+        &self,
+        caller: &Caller,
+        request: PageRequest,
+    ) -> Result<ListPage, Error> {
+        let paging =
+            Paging::parse(request.page, request.per_page).map_err(Error::InvalidArgument)?;
+        let query = match request.query.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(raw),
+        };
+        // A filtered listing is a lookup: at most one room, whatever the
+        // account's size. A scoped token's listing is filtered by its scope.
+        let single = match (query, caller.room_scope.as_deref()) {
+            (None, None) => None,
+            (Some(query), _) => Some(self.find_exact(caller, query).await?),
+            (None, Some(scope)) => Some(self.find_any(caller, scope).await?),
+        };
+        if let Some(found) = single {
+            let matching: Vec<Room> = found
+                .into_iter()
+                .filter(|room| check_scope(caller, room).is_ok())
+                .collect();
+            let total = matching.len();
+            let rooms = matching.into_iter().skip(paging.offset()).collect();
+            return Ok(ListPage {
+                rooms,
+                paging,
+                last_page: paging.last_page(total),
+                total,
+            });
         }
+        let (rooms, total) = self
+            .store
+            .list_rooms(
+                &caller.account.user_id,
+                paging.offset(),
+                paging.per_page as usize,
+            )
+            .await?;
+        Ok(ListPage {
+            rooms,
+            paging,
+            last_page: paging.last_page(total),
+            total,
+        })
+    }
+
+    /// Disables the room named by its real roomId (a customRoomId is refused,
+    /// as VideoSDK does). Idempotent: deactivating a disabled room changes
+    /// nothing, `updatedAt` included.
+    pub async fn deactivate_room(&self, caller: &Caller, raw_room_id: &str) -> Result<Room, Error> {
+        if raw_room_id.is_empty() {
+            return Err(Error::invalid("roomId", "is required"));
+        }
+        let Some(room_id) = RoomId::parse(raw_room_id) else {
+            return Err(Error::RoomIdRequired {
+                field: "roomId",
+                got: domain::excerpt(raw_room_id),
+            });
+        };
+        let room_id = self
+            .writable_room(caller, raw_room_id, Some(room_id))
+            .await?;
+        self.set_disabled(caller, raw_room_id, &room_id, true).await
+    }
+
+    /// Enables or disables the room named by its roomId, customRoomId or id.
+    pub async fn update_room_status(
+        &self,
+        caller: &Caller,
+        raw_key: &str,
+        raw_status: &str,
+    ) -> Result<Room, Error> {
+        let mut violations = Vec::new();
+        if raw_key.is_empty() {
+            violations.push(FieldViolation::new(
+                "roomId",
+                "is required: a roomId, customRoomId or id",
+            ));
+        }
+        let status = RoomStatus::parse(raw_status);
+        if status.is_none() {
+            violations.push(FieldViolation::new(
+                "status",
+                format!("{}, got {}", RoomStatus::RULE, domain::excerpt(raw_status)),
+            ));
+        }
+        let Some(status) = status.filter(|_| violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations));
+        };
+        let room_id = self
+            .writable_room(caller, raw_key, RoomId::parse(raw_key))
+            .await?;
+        self.set_disabled(caller, raw_key, &room_id, status.disabled())
+            .await
+    }
+
+    /// The roomId to write to. A roomId given by an unscoped caller needs no
+    /// read first: the write itself finds the room or reports it missing.
+    /// Anything else is looked up, so a scoped token is checked against the
+    /// room's every name before anything is written.
+    async fn writable_room(
+        &self,
+        caller: &Caller,
+        raw_key: &str,
+        direct: Option<RoomId>,
+    ) -> Result<RoomId, Error> {
+        if let Some(room_id) = direct
+            && caller.room_scope.is_none()
+        {
+            return Ok(room_id);
+        }
+        Ok(self.get_room(caller, raw_key).await?.room_id)
+    }
+
+    async fn set_disabled(
+        &self,
+        caller: &Caller,
+        raw_key: &str,
+        room_id: &RoomId,
+        disabled: bool,
+    ) -> Result<Room, Error> {
+        let room = self
+            .store
+            .set_disabled(&caller.account.user_id, room_id, disabled, domain::now())
+            .await?
+            .ok_or_else(|| room_not_found(raw_key))?;
+        tracing::info!(room_id = %room.room_id, user_id = %room.user_id, disabled, "room status set");
+        Ok(room)
+    }
+
+    /// The room whose roomId or customRoomId is exactly `raw`.
+    async fn find_exact(&self, caller: &Caller, raw: &str) -> Result<Option<Room>, Error> {
+        let key = RoomKey {
+            room_id: RoomId::parse(raw),
+            document_id: None,
+            custom_room_id: CustomRoomId::parse(raw).ok(),
+        };
+        if key.room_id.is_none() && key.custom_room_id.is_none() {
+            return Ok(None);
+        }
+        Ok(self.store.get_room(&caller.account.user_id, &key).await?)
+    }
+
+    /// The room named by `raw` in any reading (roomId, id, customRoomId).
+    async fn find_any(&self, caller: &Caller, raw: &str) -> Result<Option<Room>, Error> {
+        let Some(key) = RoomKey::parse(raw) else {
+            return Ok(None);
+        };
+        Ok(self.store.get_room(&caller.account.user_id, &key).await?)
+    }
+}
+
+fn room_not_found(raw_key: &str) -> Error {
+    Error::not_found(format!("room {}", domain::excerpt(raw_key)))
+}
+
+fn check_scope(caller: &Caller, room: &Room) -> Result<(), AuthError> {
+    let id = room.id();
+    let names = [
+        Some(room.room_id.as_str()),
+        room.custom_room_id.as_ref().map(|c| c.as_str()),
+        Some(id.as_str()),
+    ];
+    if caller.may_access_room(names.into_iter().flatten()) {
+        Ok(())
+    } else {
+        Err(caller.scope_error())
     }
 }

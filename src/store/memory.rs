@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use super::{CreateOutcome, RoomKey, Store, StoreError};
 use crate::domain::{CustomRoomId, Room, RoomId, UserId};
@@ -111,6 +112,28 @@ impl Store for MemoryStore {
             .map(|(_, room_id)| account.rooms[room_id].clone())
             .collect();
         Ok((page, account.rooms.len()))
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Room>, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        let Some(room) = inner
+            .accounts
+            .get_mut(user_id)
+            .and_then(|account| account.rooms.get_mut(room_id))
+        else {
+            return Ok(None);
+        };
+        if room.disabled != disabled {
+            room.disabled = disabled;
+            room.updated_at = room.updated_at.max(now);
+        }
+        Ok(Some(room.clone()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

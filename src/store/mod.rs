@@ -9,14 +9,19 @@ pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use crate::domain::{CustomRoomId, DocumentId, Room, RoomId, UserId};
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, PublicError, generic_message};
 
+/// A storage failure. The text is the internal cause (node addresses, the
+/// client library's words): it goes to the log, never to the caller, who sees
+/// [`PublicError::public_message`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backing store cannot be reached or did not answer in time. Callers
-    /// may retry; nothing was half-written.
+    /// may retry. Nothing was half-written, but a write whose answer was lost
+    /// may have been applied in full.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// The store answered with something this version cannot read.
@@ -24,12 +29,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    pub fn code(&self) -> ErrorCode {
+impl PublicError for StoreError {
+    fn code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
             StoreError::Corrupt(_) => ErrorCode::Internal,
         }
+    }
+
+    fn public_message(&self) -> String {
+        generic_message(self.code()).to_owned()
     }
 }
 
@@ -104,6 +113,18 @@ pub trait Store: Send + Sync + 'static {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<Room>, usize), StoreError>;
+
+    /// Sets the `disabled` flag of the account's room `room_id`, atomically.
+    /// `updated_at` moves to `now` only when the flag changes (and never
+    /// backwards, should another replica's clock be ahead). Returns the room
+    /// as stored afterwards, or `None` when the account has no such room.
+    async fn set_disabled(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Room>, StoreError>;
 
     /// Succeeds when the store can serve requests; used by health checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use roomservice::auth::{Keyring, Verifier};
 use roomservice::domain::PublicUrl;
+use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::server::{self, App};
 use roomservice::store::{MemoryStore, Store};
@@ -68,6 +69,19 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Store>, allow_legacy_tokens: bool) -> TestServer {
+        Self::start_full(store, allow_legacy_tokens, CorsOrigins::None).await
+    }
+
+    /// A memory-store server answering CORS for `cors`.
+    pub async fn start_with_cors(cors: CorsOrigins) -> TestServer {
+        Self::start_full(Arc::new(MemoryStore::new()), false, cors).await
+    }
+
+    async fn start_full(
+        store: Arc<dyn Store>,
+        allow_legacy_tokens: bool,
+        cors: CorsOrigins,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -76,6 +90,7 @@ impl TestServer {
             store: store.clone(),
             verifier: Arc::new(Verifier::new(keyring(), allow_legacy_tokens)),
             public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
+            cors,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -95,6 +110,15 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// An HTTP client for the REST gateway (HTTP/1.1, no proxy).
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client")
     }
 
     pub async fn channel(&self) -> Channel {

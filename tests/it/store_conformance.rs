@@ -24,7 +24,12 @@ macro_rules! conformance_suite {
                 listing_is_newest_first_and_paged,
                 settings_and_flags_round_trip,
                 readings_are_tried_in_order,
-                forged_document_id_is_not_found
+                forged_document_id_is_not_found,
+                set_disabled_flips_the_flag_and_stamps_the_change,
+                set_disabled_is_idempotent,
+                set_disabled_never_moves_updated_at_backwards,
+                set_disabled_of_a_missing_or_foreign_room_writes_nothing,
+                concurrent_status_changes_leave_a_consistent_room
             );
         }
     };
@@ -285,6 +290,159 @@ async fn cluster_redis_store() -> Arc<dyn Store> {
     let cluster = crate::redis_harness::shared_cluster();
     let prefix = crate::redis_harness::unique_prefix();
     Arc::new(crate::redis_harness::connected_store(cluster.seed_urls(), true, prefix).await)
+}
+
+pub async fn set_disabled_flips_the_flag_and_stamps_the_change(store: Arc<dyn Store>) {
+    let owner = user(20);
+    let room = created(&store, &room(&owner, Some("flip"), 1_700_000_000_000)).await;
+    let later = at_ms(1_700_000_005_000);
+    let disabled = store
+        .set_disabled(&owner, &room.room_id, true, later)
+        .await
+        .unwrap()
+        .expect("the room exists");
+    assert!(disabled.disabled);
+    assert_eq!(disabled.updated_at, later);
+    assert_eq!(disabled.created_at, room.created_at);
+    assert_eq!(disabled.custom_room_id, room.custom_room_id);
+    // Every reading sees the change at once.
+    for raw in [room.room_id.as_str(), "flip", room.id().as_str()] {
+        let read = store.get_room(&owner, &key(raw)).await.unwrap().unwrap();
+        assert_eq!(read, disabled, "read by {raw}");
+    }
+    let (listed, _) = store.list_rooms(&owner, 0, 10).await.unwrap();
+    assert_eq!(listed, vec![disabled.clone()]);
+
+    let even_later = at_ms(1_700_000_009_000);
+    let enabled = store
+        .set_disabled(&owner, &room.room_id, false, even_later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.updated_at, even_later);
+    assert_eq!(
+        store.get_room(&owner, &key("flip")).await.unwrap().unwrap(),
+        enabled
+    );
+}
+
+pub async fn set_disabled_is_idempotent(store: Arc<dyn Store>) {
+    let owner = user(21);
+    let room = created(&store, &room(&owner, None, 1_700_000_000_000)).await;
+    // Enabling an enabled room changes nothing, updatedAt included.
+    let same = store
+        .set_disabled(&owner, &room.room_id, false, at_ms(1_700_000_001_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(same, room);
+    let first = store
+        .set_disabled(&owner, &room.room_id, true, at_ms(1_700_000_002_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let again = store
+        .set_disabled(&owner, &room.room_id, true, at_ms(1_700_000_003_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, first, "a second disable changes nothing");
+    assert_eq!(again.updated_at, at_ms(1_700_000_002_000));
+}
+
+pub async fn set_disabled_never_moves_updated_at_backwards(store: Arc<dyn Store>) {
+    let owner = user(22);
+    let room = created(&store, &room(&owner, None, 1_700_000_000_000)).await;
+    store
+        .set_disabled(&owner, &room.room_id, true, at_ms(1_700_000_050_000))
+        .await
+        .unwrap();
+    // Another replica whose clock is behind re-enables it.
+    let enabled = store
+        .set_disabled(&owner, &room.room_id, false, at_ms(1_700_000_010_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.updated_at, at_ms(1_700_000_050_000));
+    // And one behind the creation time.
+    let disabled = store
+        .set_disabled(&owner, &room.room_id, true, at_ms(1_600_000_000_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disabled.updated_at, at_ms(1_700_000_050_000));
+}
+
+pub async fn set_disabled_of_a_missing_or_foreign_room_writes_nothing(store: Arc<dyn Store>) {
+    let owner = user(23);
+    let stranger = user(24);
+    let room = created(&store, &room(&owner, Some("mine"), 1_700_000_000_000)).await;
+    let result = store
+        .set_disabled(&stranger, &room.room_id, true, at_ms(1_700_000_001_000))
+        .await
+        .unwrap();
+    assert_eq!(result, None, "another account's room is not there");
+    assert_eq!(
+        store.get_room(&owner, &key("mine")).await.unwrap().unwrap(),
+        room,
+        "and it is unchanged"
+    );
+    assert!(
+        store
+            .get_room(&stranger, &key(room.room_id.as_str()))
+            .await
+            .unwrap()
+            .is_none(),
+        "no room was made for the stranger"
+    );
+    let missing = RoomId::generate();
+    assert_eq!(
+        store
+            .set_disabled(&owner, &missing, true, at_ms(1_700_000_001_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .get_room(&owner, &key(missing.as_str()))
+            .await
+            .unwrap()
+            .is_none(),
+        "a status change never creates a room"
+    );
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
+}
+
+pub async fn concurrent_status_changes_leave_a_consistent_room(store: Arc<dyn Store>) {
+    let owner = user(25);
+    let room = created(&store, &room(&owner, Some("busy"), 1_700_000_000_000)).await;
+    let changes = (0..40).map(|i| {
+        let store = store.clone();
+        let owner = owner.clone();
+        let room_id = room.room_id.clone();
+        async move {
+            store
+                .set_disabled(&owner, &room_id, i % 2 == 0, at_ms(1_700_000_001_000 + i))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(changes).await;
+    for answer in &answers {
+        assert_eq!(answer.room_id, room.room_id);
+        assert_eq!(answer.custom_room_id, room.custom_room_id);
+        assert_eq!(answer.created_at, room.created_at);
+    }
+    let last = store.get_room(&owner, &key("busy")).await.unwrap().unwrap();
+    assert!(
+        answers.contains(&last),
+        "the stored room is one of the answers"
+    );
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
 }
 
 conformance_suite!(single_redis, crate::store_conformance::single_redis_store);

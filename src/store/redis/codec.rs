@@ -110,6 +110,24 @@ pub(super) fn decode_lookup(
         .collect()
 }
 
+/// A reply that is a room's hash fields, or nil when there is no such room
+/// (`set_disabled.lua`).
+pub(super) fn decode_optional_room(
+    user_id: &UserId,
+    room_id: &RoomId,
+    reply: Value,
+) -> Result<Option<Room>, StoreError> {
+    match reply {
+        Value::Nil => Ok(None),
+        fields => decode_room(
+            user_id,
+            Value::BulkString(room_id.as_str().as_bytes().to_vec()),
+            fields,
+        )
+        .map(Some),
+    }
+}
+
 /// The reply of `list.lua`: the page and the account's total.
 pub(super) fn decode_page(
     user_id: &UserId,

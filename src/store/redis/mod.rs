@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -95,6 +96,7 @@ struct Scripts {
     create: Script,
     get: Script,
     list: Script,
+    set_disabled: Script,
 }
 
 impl RedisStore {
@@ -115,6 +117,7 @@ impl RedisStore {
                 create: Script::new(include_str!("scripts/create.lua")),
                 get: Script::new(include_str!("scripts/get.lua")),
                 list: Script::new(include_str!("scripts/list.lua")),
+                set_disabled: Script::new(include_str!("scripts/set_disabled.lua")),
             },
             link,
             connect_task,
@@ -226,6 +229,22 @@ impl Store for RedisStore {
             .arg(last);
         let reply = self.invoke(&invocation).await?;
         codec::decode_page(user_id, reply)
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Room>, StoreError> {
+        let mut invocation = self.scripts.set_disabled.prepare_invoke();
+        invocation
+            .key(self.keys.room(user_id, room_id))
+            .arg(if disabled { "1" } else { "0" })
+            .arg(now.as_millisecond());
+        let reply = self.invoke(&invocation).await?;
+        codec::decode_optional_room(user_id, room_id, reply)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,110 @@
+use crate::auth::AuthError;
+use crate::domain::FieldViolation;
+use crate::error::{ErrorCode, PublicError, generic_message};
+use crate::store::StoreError;
+
+/// What a service call can fail with. Transports turn it into a gRPC status
+/// (`grpc::to_status`) or an HTTP response (`gateway::error`), each in one
+/// place, through [`PublicError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The call takes a real roomId and was given something else, most likely
+    /// a customRoomId. gRPC INVALID_ARGUMENT; REST answers 402, as VideoSDK does.
+    #[error("{field}: must be a roomId (xxxx-xxxx-xxxx), not a customRoomId or id: got {got}")]
+    RoomIdRequired { field: &'static str, got: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `what` names the missing thing as the caller named it, e.g. `room "abc"`.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every freshly drawn roomId was taken: the random source or the store is
+    /// broken, since 62 random bits should never collide twice in a row.
+    #[error("no free roomId after {0} attempts")]
+    NoFreeRoomId(usize),
+}
+
+impl PublicError for Error {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument(_) | Error::RoomIdRequired { .. } => ErrorCode::InvalidArgument,
+            Error::Auth(e) => e.code(),
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Store(e) => e.code(),
+            Error::NoFreeRoomId(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Error::Auth(e) => e.public_message(),
+            Error::Store(e) => e.public_message(),
+            Error::NoFreeRoomId(_) => generic_message(ErrorCode::Internal).to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Error {
+    pub const ROOM_ID_RULE: &'static str =
+        "must be a roomId (xxxx-xxxx-xxxx), not a customRoomId or id";
+
+    pub fn not_found(what: impl Into<String>) -> Error {
+        Error::NotFound { what: what.into() }
+    }
+
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
+        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+/// How many field violations one error reports. A request can be invalid in
+/// thousands of places; the whole error must still fit in the response
+/// headers (gRPC clients refuse more than 16 KiB and report INTERNAL).
+pub const MAX_REPORTED_VIOLATIONS: usize = 10;
+
+fn describe(violations: &[FieldViolation]) -> String {
+    let mut text = violations
+        .iter()
+        .take(MAX_REPORTED_VIOLATIONS)
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if violations.len() > MAX_REPORTED_VIOLATIONS {
+        let more = violations.len() - MAX_REPORTED_VIOLATIONS;
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_causes_stay_out_of_public_messages() {
+        let err = Error::Store(StoreError::Unavailable(
+            "redis: connection refused (10.0.0.7:6379)".into(),
+        ));
+        assert_eq!(err.public_message(), "storage unavailable, retry");
+        assert!(
+            err.to_string().contains("10.0.0.7"),
+            "the log keeps the cause"
+        );
+        let err = Error::Store(StoreError::Corrupt("room x field \"s\": eof".into()));
+        assert_eq!(err.public_message(), "internal error");
+        assert_eq!(Error::NoFreeRoomId(5).public_message(), "internal error");
+    }
+
+    #[test]
+    fn library_token_errors_stay_out_of_public_messages() {
+        let err = Error::Auth(AuthError::InvalidToken {
+            cause: "Base64(InvalidByte(3, 46))".into(),
+        });
+        assert_eq!(err.public_message(), "unauthenticated: invalid token");
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    }
+}
