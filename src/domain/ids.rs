@@ -115,6 +115,10 @@ impl fmt::Display for DocumentId {
     }
 }
 
+/// Names that are fixed segments of the REST API right after `/v2/rooms/`:
+/// a room so named could never be fetched or updated by its path.
+const RESERVED_NAMES: [&str; 1] = ["deactivate"];
+
 /// A caller-chosen room name, unique within one account.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct CustomRoomId(String);
@@ -142,6 +146,9 @@ impl CustomRoomId {
             // URL parsers resolve them as path segments: such a room could
             // never be fetched by path.
             return Err("must not be \".\" or \"..\"");
+        }
+        if RESERVED_NAMES.contains(&s) {
+            return Err("must not be \"deactivate\": /v2/rooms/deactivate is an endpoint");
         }
         if RoomId::parse(s).is_some() {
             return Err("must not have the shape of a roomId (xxxx-xxxx-xxxx)");
@@ -264,6 +271,8 @@ mod tests {
         assert!(CustomRoomId::parse_new(".").is_err());
         assert!(CustomRoomId::parse_new("..").is_err());
         assert!(CustomRoomId::parse_new("...").is_ok());
+        assert!(CustomRoomId::parse_new("deactivate").is_err());
+        assert!(CustomRoomId::parse_new("Deactivate").is_ok());
         assert!(CustomRoomId::parse_new("623d49c760a18e699abcc8a4").is_err());
         // Still readable when stored before the rule.
         assert!(CustomRoomId::parse("abcd-efgh-ijkl").is_ok());

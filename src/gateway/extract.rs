@@ -83,10 +83,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }
+        // serde's derived structs also read JSON arrays; a body is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            // A field is at fault only when its value has the wrong type or
+            // range; broken syntax is the body's, wherever the parser stopped.
             let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
+            let field = match e.inner().classify() {
+                serde_json::error::Category::Data if path != "." => path,
+                _ => "body".to_owned(),
+            };
             ApiError::invalid(field, json_problem(e.inner()))
         })?;
         // Trailing garbage after the document is malformed JSON too.

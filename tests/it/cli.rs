@@ -148,8 +148,59 @@ fn dev_mode_is_refused_off_loopback() {
         .spawn()
         .unwrap();
     let mut service = Service::adopt(child);
-    wait_for_log(service.child_mut(), "roomservice listening");
+    // Links built from 0.0.0.0 reach nobody: the operator is told so.
+    let warning = wait_for_logs(
+        service.child_mut(),
+        &["without --public-url", "roomservice listening"],
+    );
+    assert!(warning.contains("0.0.0.0"), "{warning}");
     assert!(service.stop().success());
+}
+
+#[test]
+fn keys_and_keys_file_together_are_a_usage_error() {
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", "[[keys]]\napi_key = \"a\"\nsecret = \"s\"\n");
+    for args in [
+        vec!["serve", "--keys-file", &keys, "--keys", "k:s"],
+        vec!["token", "--keys-file", &keys, "--keys", "k:s"],
+    ] {
+        let output = roomservice().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--keys") && stderr.contains("cannot be used with"),
+            "{stderr}"
+        );
+    }
+    // The environment twin counts too: a keys list silently ignored would
+    // leave the operator wondering why a key is refused.
+    let output = roomservice()
+        .args(["token", "--keys-file", &keys])
+        .env("ROOMSERVICE_KEYS", "k:s")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn bad_cors_origins_stop_startup_naming_the_flag() {
+    let output = roomservice()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cors-origins",
+            "app.example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--cors-origins") && stderr.contains("app.example.com"),
+        "{stderr}"
+    );
 }
 
 // Multi-threaded so the client's connection task keeps running while the test

@@ -9,5 +9,8 @@ mod cli;
 mod redis_faults;
 mod redis_service;
 mod reflection;
+mod rest_gateway;
+mod room_calls;
 mod rooms;
+mod sdk_client;
 mod store_conformance;

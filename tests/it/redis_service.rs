@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
-use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
+use roomservice::grpc::pb::{
+    CreateRoomRequest, DeactivateRoomRequest, GetRoomRequest, ListRoomsRequest,
+    UpdateRoomStatusRequest,
+};
 
 use crate::harness::*;
 use crate::redis_harness::*;
@@ -404,5 +407,171 @@ async fn rediss_urls_connect_over_tls() {
     let refused = client.get_room(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     drop(client);
+    assert!(service.stop().success());
+}
+
+#[tokio::test]
+async fn status_changes_and_listings_are_one_round_trip() {
+    let redis = RedisServer::start();
+    let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    let mut client = server.rooms().await;
+    let token = acme_token();
+    let room = client
+        .create_room(authed(
+            CreateRoomRequest {
+                custom_room_id: Some("one-trip".into()),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Warm up the scripts, so NOSCRIPT reloads are not counted.
+    let deactivate = || {
+        authed(
+            DeactivateRoomRequest {
+                room_id: room.room_id.clone(),
+            },
+            &token,
+        )
+    };
+    let enable = |key: &str| {
+        authed(
+            UpdateRoomStatusRequest {
+                room_id: key.into(),
+                status: "enabled".into(),
+            },
+            &token,
+        )
+    };
+    let list = || authed(ListRoomsRequest::default(), &token);
+    client.deactivate_room(deactivate()).await.unwrap();
+    client
+        .update_room_status(enable(&room.room_id))
+        .await
+        .unwrap();
+    client.update_room_status(enable("one-trip")).await.unwrap();
+    client.list_rooms(list()).await.unwrap();
+
+    for what in ["deactivate", "deactivate again", "enable by roomId", "list"] {
+        let monitor = Monitor::start(&redis);
+        let before = command_calls(&redis);
+        match what {
+            "list" => drop(client.list_rooms(list()).await.unwrap()),
+            "enable by roomId" => drop(
+                client
+                    .update_room_status(enable(&room.room_id))
+                    .await
+                    .unwrap(),
+            ),
+            _ => drop(client.deactivate_room(deactivate()).await.unwrap()),
+        }
+        assert_eq!(
+            round_trips(&before, &command_calls(&redis)),
+            BTreeMap::from([("evalsha".to_owned(), 1)]),
+            "{what}"
+        );
+        assert_eq!(monitor.client_commands(1), ["evalsha"], "{what}");
+    }
+    // By customRoomId the room is looked up first: a read, then the write.
+    let monitor = Monitor::start(&redis);
+    client.update_room_status(enable("one-trip")).await.unwrap();
+    assert_eq!(monitor.client_commands(2), ["evalsha", "evalsha"]);
+}
+
+/// Reads a growing log file until a line holds every needle.
+fn wait_for_line(path: &std::path::Path, needles: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with {needles:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_failures_are_logged_with_their_cause_and_never_shown() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", KEYS_TOML);
+    let log_path = dir.write("service.log", "");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = roomservice()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--redis-url", &url, "--keys-file", &keys])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let service = Service::adopt(child);
+    let log_path = std::path::PathBuf::from(log_path);
+    let listening = wait_for_line(&log_path, &["roomservice listening"]);
+    wait_for_line(&log_path, &["\"connected to redis\""]);
+    let address =
+        serde_json::from_str::<serde_json::Value>(&listening).unwrap()["fields"]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    redis.kill();
+
+    let mut client = RoomServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let status = client
+        .get_room(authed(
+            GetRoomRequest {
+                room_id: "anything".into(),
+            },
+            &acme_token(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "storage unavailable, retry");
+
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{address}/v2/rooms/anything"))
+        .header("authorization", acme_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"statusCode": 503, "error": "storage unavailable, retry", "code": "unavailable"})
+    );
+
+    // The operator's log has what the caller did not get: the cause.
+    let grpc_line = wait_for_line(&log_path, &["call failed", "unavailable"]);
+    let rest_line = wait_for_line(&log_path, &["request failed", "unavailable"]);
+    for line in [&grpc_line, &rest_line] {
+        assert!(
+            line.contains("redis") || line.contains(&port),
+            "the log line names the cause: {line}"
+        );
+        assert!(line.contains("\"level\":\"ERROR\""), "{line}");
+    }
     assert!(service.stop().success());
 }

@@ -579,7 +579,11 @@ async fn sdk_list_query_matches_one_room_exactly() {
     };
     for q in ["sdk-needle", needle.room_id.as_str()] {
         let page = client.rooms().list(query(q)).await.unwrap();
-        assert_eq!(room_ids(&page.data), std::slice::from_ref(&needle.room_id), "query {q}");
+        assert_eq!(
+            room_ids(&page.data),
+            std::slice::from_ref(&needle.room_id),
+            "query {q}"
+        );
         assert_eq!(page.total(), 1, "query {q}");
     }
     let page = client
