@@ -246,10 +246,6 @@ pub fn wait_for_logs(child: &mut Child, needles: &[&str]) -> String {
     first_line.expect("the first needle was seen")
 }
 
-pub fn wait_for_log(child: &mut Child, needle: &str) -> String {
-    wait_for_logs(child, &[needle])
-}
-
 /// Starts `roomservice serve` on a free port with JSON logs; returns the
 /// process and the address it listens on. With `--redis-url`, returns only
 /// once the store has connected, so the first call is not refused.
