@@ -100,6 +100,8 @@ async fn measure(
         urls: vec![url.to_owned()],
         cluster: false,
         prefix: prefix.to_owned(),
+        // The example measures memory, whatever the policy.
+        allow_evicting: true,
     }));
     wait_until_connected(store.as_ref()).await?;
 

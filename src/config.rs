@@ -106,6 +106,27 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_REDIS_PREFIX", default_value = "rs:", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
+    /// Serve from a Redis whose `maxmemory-policy` is not `noeviction`.
+    /// DANGEROUS: such a Redis silently drops rooms and index entries under
+    /// memory pressure; without this flag the service reports NOT_SERVING.
+    #[arg(long, env = "ROOMSERVICE_ALLOW_EVICTING_REDIS", requires = "redis_url")]
+    pub allow_evicting_redis: bool,
+
+    /// Calls served at once; beyond it calls are refused at once
+    /// (RESOURCE_EXHAUSTED, HTTP 503 with Retry-After) rather than queued.
+    /// Health checks are never refused.
+    #[arg(long, env = "ROOMSERVICE_MAX_IN_FLIGHT", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Rooms one account may hold; creates past it are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ROOMSERVICE_MAX_ROOMS_PER_ACCOUNT", default_value = "1000000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rooms_per_account: u64,
+
+    /// Tokens whose `exp` lies further ahead than this are refused: a token
+    /// that never expires in practice cannot be revoked.
+    #[arg(long, env = "ROOMSERVICE_MAX_TOKEN_LIFETIME", default_value = "366d", value_parser = parse_duration)]
+    pub max_token_lifetime: std::time::Duration,
+
     /// Accept tokens without an `exp` claim (they never expire).
     #[arg(long, env = "ROOMSERVICE_ALLOW_LEGACY_TOKENS")]
     pub allow_legacy_tokens: bool,

@@ -10,7 +10,7 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
-use crate::server::{self, App};
+use crate::server::{self, App, Limits};
 use crate::store::redis::redacted;
 use crate::store::{MemoryStore, RedisConfig, RedisStore, Store};
 
@@ -64,9 +64,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let app = App {
         store,
-        verifier: Arc::new(Verifier::new(keyring, args.allow_legacy_tokens)),
+        verifier: Arc::new(
+            Verifier::new(keyring, args.allow_legacy_tokens)
+                .with_max_token_lifetime(args.max_token_lifetime),
+        ),
         public_url,
         cors,
+        limits: Limits {
+            max_in_flight: args.max_in_flight as usize,
+            max_rooms_per_account: args.max_rooms_per_account,
+        },
     };
     tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
 
@@ -132,6 +139,7 @@ fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
         urls,
         cluster: args.redis_cluster,
         prefix: args.redis_prefix.clone(),
+        allow_evicting: args.allow_evicting_redis,
     })))
 }
 

@@ -52,6 +52,25 @@ pub struct App {
     pub verifier: Arc<Verifier>,
     pub public_url: PublicUrl,
     pub cors: CorsOrigins,
+    pub limits: Limits,
+}
+
+/// Operator-set bounds on what one server takes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls (gRPC and REST) served at once; more are refused at once.
+    pub max_in_flight: usize,
+    /// Rooms one account may hold.
+    pub max_rooms_per_account: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight: 1024,
+            max_rooms_per_account: 1_000_000,
+        }
+    }
 }
 
 /// Serves until `shutdown` completes, then stops accepting connections and
@@ -75,7 +94,8 @@ pub async fn serve(
     ));
 
     // The composition root: one RoomService, handed to both transports.
-    let rooms = RoomService::new(app.store.clone());
+    let rooms = RoomService::new(app.store.clone())
+        .with_max_rooms_per_account(app.limits.max_rooms_per_account);
     let grpc = grpc_router(&app, rooms.clone(), health_service);
     let rest = gateway::router(
         GatewayState {

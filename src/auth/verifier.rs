@@ -13,6 +13,10 @@ use serde_json::Value;
 use super::{AuthError, Caller, Keyring, Permission, Role};
 use crate::domain::excerpt;
 
+/// How far ahead a token's `exp` may lie unless configured otherwise.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(366 * 86_400);
+
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 60;
 
@@ -22,6 +26,8 @@ pub struct Verifier {
     keyring: Keyring,
     decoding_keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// How far ahead `exp` may lie.
+    max_token_lifetime: std::time::Duration,
 }
 
 fn unauthenticated(message: impl Into<String>) -> AuthError {
@@ -55,7 +61,14 @@ impl Verifier {
             keyring,
             decoding_keys,
             validation,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
+    }
+
+    /// Refuse tokens whose `exp` lies further than `lifetime` ahead.
+    pub fn with_max_token_lifetime(mut self, lifetime: std::time::Duration) -> Verifier {
+        self.max_token_lifetime = lifetime;
+        self
     }
 
     pub fn keyring(&self) -> &Keyring {

@@ -40,11 +40,23 @@ pub struct ListPage {
 #[derive(Clone)]
 pub struct RoomService {
     store: Arc<dyn Store>,
+    /// Creates past this many rooms in one account are refused.
+    max_rooms_per_account: u64,
 }
 
 impl RoomService {
+    pub const DEFAULT_MAX_ROOMS_PER_ACCOUNT: u64 = 1_000_000;
+
     pub fn new(store: Arc<dyn Store>) -> RoomService {
-        RoomService { store }
+        RoomService {
+            store,
+            max_rooms_per_account: Self::DEFAULT_MAX_ROOMS_PER_ACCOUNT,
+        }
+    }
+
+    pub fn with_max_rooms_per_account(mut self, max: u64) -> RoomService {
+        self.max_rooms_per_account = max;
+        self
     }
 
     /// Creates a room, or returns the account's room with the same

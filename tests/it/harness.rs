@@ -14,7 +14,7 @@ use roomservice::auth::{Keyring, Verifier};
 use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
-use roomservice::server::{self, App};
+use roomservice::server::{self, App, Limits};
 use roomservice::store::{MemoryStore, Store};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -91,6 +91,7 @@ impl TestServer {
             verifier: Arc::new(Verifier::new(keyring(), allow_legacy_tokens)),
             public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
             cors,
+            limits: Limits::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -12,5 +12,6 @@ mod reflection;
 mod rest_gateway;
 mod room_calls;
 mod rooms;
+mod schemathesis;
 mod sdk_client;
 mod store_conformance;

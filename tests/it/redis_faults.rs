@@ -209,6 +209,7 @@ async fn service_starts_while_redis_is_down_and_serves_once_it_is_up() {
         urls: vec![url],
         cluster: false,
         prefix: unique_prefix(),
+        ..RedisConfig::default()
     });
     let server = TestServer::start_with(Arc::new(store), false).await;
     wait_for_health(&server, ServingStatus::NotServing, Duration::from_secs(3)).await;

@@ -413,6 +413,7 @@ pub async fn connected_store(urls: Vec<String>, cluster: bool, prefix: String) -
         urls,
         cluster,
         prefix,
+        ..RedisConfig::default()
     });
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -55,6 +55,9 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Prepended to every key, so several deployments can share one Redis.
     pub prefix: String,
+    /// Serve even when Redis may evict keys (`maxmemory-policy` other than
+    /// `noeviction`). Dangerous: evicted rooms vanish and indexes break.
+    pub allow_evicting: bool,
 }
 
 impl RedisConfig {
@@ -67,6 +70,7 @@ impl Default for RedisConfig {
             urls: Vec::new(),
             cluster: false,
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
+            allow_evicting: false,
         }
     }
 }
