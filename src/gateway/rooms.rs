@@ -114,7 +114,7 @@ fn page_request(raw_query: &str) -> Result<PageRequest, ApiError> {
 }
 
 fn whole_number(name: &str, value: &str) -> Result<i64, ApiError> {
-    value.trim().parse().map_err(|_| {
+    value.parse().map_err(|_| {
         ApiError::invalid(
             name,
             format!(
