@@ -169,9 +169,14 @@ async fn create_one(store: &RedisStore, user_id: &UserId) -> Result<(), String> 
             updated_at: now,
             settings: RoomSettings::default(),
         };
-        match store.create_room(&room).await.map_err(|e| e.to_string())? {
+        match store
+            .create_room(&room, u64::MAX)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             CreateOutcome::Created(_) => return Ok(()),
             CreateOutcome::RoomIdTaken => continue,
+            CreateOutcome::AccountFull => return Err("no limit, yet the account is full".into()),
             CreateOutcome::Existing(_) => {
                 return Err("no customRoomId, yet an existing room".into());
             }

@@ -20,6 +20,8 @@ pub struct ApiError {
     message: String,
     fields: Vec<FieldViolation>,
     allow: Option<HeaderValue>,
+    /// Seconds for `Retry-After`, on refusals a client should simply repeat.
+    retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,7 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -131,6 +134,17 @@ impl ApiError {
         )
     }
 
+    /// The server is at its bound on calls in flight: 503, retry in a second.
+    pub fn overloaded() -> ApiError {
+        let mut api = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ResourceExhausted.as_str(),
+            "server overloaded: too many calls in flight, retry shortly",
+        );
+        api.retry_after = Some(1);
+        api
+    }
+
     /// 503 from `/readyz`.
     pub fn not_ready() -> ApiError {
         ApiError::new(
@@ -164,6 +178,11 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         if let Some(allow) = self.allow {
             response.headers_mut().insert(header::ALLOW, allow);
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

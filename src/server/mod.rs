@@ -1,30 +1,26 @@
 //! One listener for everything: gRPC (RoomService behind the auth
 //! interceptor, health, reflection v1 and v1alpha since grpcurl 1.8 speaks
 //! only v1alpha) and the REST gateway, over HTTP/1.1 and HTTP/2 on one port.
-//!
-//! The accept loop is our own, over hyper-util's auto (HTTP/1.1 + HTTP/2)
-//! connection builder, rather than tonic's `Server` or `axum::serve`: neither
-//! sets `TCP_NODELAY` on sockets it did not accept itself, and neither exposes
-//! the per-connection settings a public listener needs.
+//! This module is the composition root; `listener` holds the accept loop and
+//! the connection limits, `dispatch` the per-request rules.
 
-use std::convert::Infallible;
+mod dispatch;
+mod listener;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tower::ServiceExt;
+
+pub use dispatch::BODY_TIMEOUT;
+pub use listener::{FIRST_REQUEST_TIMEOUT, MAX_CONCURRENT_STREAMS};
 
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
@@ -34,17 +30,17 @@ use crate::grpc::{AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhaus
 use crate::service::RoomService;
 use crate::store::Store;
 
-/// gRPC requests larger than this are refused with RESOURCE_EXHAUSTED. A room
-/// is a few KiB at most (free-form settings are capped at 8 KiB each).
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
+/// as REST bodies over 64 KiB are refused with 413. A room's settings are at
+/// most 16 KiB.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The services anyone may call without a token get far smaller limits: a
+/// health check or a reflection request is a few hundred bytes.
+const MAX_HEALTH_REQUEST_BYTES: usize = 1024;
+const MAX_REFLECTION_REQUEST_BYTES: usize = 16 * 1024;
 
 /// How often the health reporter asks the store whether it is reachable.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// After a failed `accept` (out of file descriptors, say), wait this long
-/// before the next: retrying at once would spin a core and starve the
-/// connections that are being served.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything a server needs, built once at startup.
 pub struct App {
@@ -93,41 +89,26 @@ pub async fn serve(
         first,
     ));
 
-    // The composition root: one RoomService, handed to both transports.
+    // One RoomService, handed to both transports.
     let rooms = RoomService::new(app.store.clone())
         .with_max_rooms_per_account(app.limits.max_rooms_per_account);
-    let grpc = grpc_router(&app, rooms.clone(), health_service);
-    let rest = gateway::router(
-        GatewayState {
-            rooms,
-            verifier: app.verifier.clone(),
-            public_url: app.public_url.clone(),
-            readiness,
-        },
-        &app.cors,
-    );
-    let service = tower::service_fn(move |request: Request<Incoming>| {
-        let target = if is_grpc(&request) {
-            grpc.clone()
-        } else {
-            rest.clone()
-        };
-        async move { target.oneshot(request).await }
-    });
+    let dispatch = dispatch::Dispatch {
+        grpc: grpc_router(&app, rooms.clone(), health_service),
+        rest: gateway::router(
+            GatewayState {
+                rooms,
+                verifier: app.verifier.clone(),
+                public_url: app.public_url.clone(),
+                readiness,
+            },
+            &app.cors,
+        ),
+        in_flight: Arc::new(Semaphore::new(app.limits.max_in_flight)),
+    };
 
-    let result = accept_loop(listener, service, shutdown).await;
+    let result = listener::accept_loop(listener, dispatch, shutdown).await;
     prober.abort();
     result
-}
-
-/// gRPC requests are HTTP/2 with `content-type: application/grpc[+proto]`;
-/// everything else is the REST gateway's.
-fn is_grpc<B>(request: &Request<B>) -> bool {
-    request.version() == http::Version::HTTP_2
-        && request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn grpc_router(
@@ -152,10 +133,13 @@ fn grpc_router(
     };
     let reflection_v1 = reflection()
         .build_v1()
-        .expect("the descriptor sets are built into the binary");
+        .expect("the descriptor sets are built into the binary")
+        .max_decoding_message_size(MAX_REFLECTION_REQUEST_BYTES);
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .expect("the descriptor sets are built into the binary");
+        .expect("the descriptor sets are built into the binary")
+        .max_decoding_message_size(MAX_REFLECTION_REQUEST_BYTES);
+    let health_service = health_service.max_decoding_message_size(MAX_HEALTH_REQUEST_BYTES);
 
     let rooms = RoomsGrpc::new(rooms, app.public_url.clone());
     // Configure the server type before wrapping it: the interceptor wrapper
@@ -164,71 +148,12 @@ fn grpc_router(
     let rooms = InterceptedService::new(rooms, AuthInterceptor::new(app.verifier.clone()));
     let rooms = OversizeAsResourceExhausted(rooms);
 
-    Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    Routes::new(OversizeAsResourceExhausted(health_service))
+        .add_service(OversizeAsResourceExhausted(reflection_v1))
+        .add_service(OversizeAsResourceExhausted(reflection_v1alpha))
         .add_service(rooms)
         .prepare()
         .into_axum_router()
-}
-
-/// Accepts connections until `shutdown` completes, serving each on its own
-/// task; then closes the listener and waits for open connections to finish
-/// their in-flight requests (HTTP/2 gets GOAWAY, idle HTTP/1.1 connections
-/// close at once).
-async fn accept_loop<S, F>(
-    listener: TcpListener,
-    service: S,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()>
-where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = Response<axum::body::Body>,
-            Error = Infallible,
-            Future = F,
-        > + Clone
-        + Send
-        + 'static,
-    F: Future<Output = Result<Response<axum::body::Body>, Infallible>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed; pausing before the next");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Responses are written whole; Nagle's algorithm would hold back the
-        // tail of every response over one segment for the peer's delayed ACK
-        // (~40 ms per call).
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
-        }
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// The services whose health follows the store's.
@@ -267,10 +192,12 @@ async fn probe_once(
     }
     match (&probe, last) {
         (Err(e), None) => {
-            tracing::info!(error = %e, "store not reachable yet: reporting NOT_SERVING")
+            tracing::info!(error = %e, "store cannot serve yet: reporting NOT_SERVING")
         }
-        (Err(e), Some(_)) => tracing::warn!(error = %e, "store unreachable: reporting NOT_SERVING"),
-        (Ok(()), Some(_)) => tracing::info!("store reachable: reporting SERVING"),
+        (Err(e), Some(_)) => {
+            tracing::warn!(error = %e, "store cannot serve: reporting NOT_SERVING")
+        }
+        (Ok(()), Some(_)) => tracing::info!("store serving again: reporting SERVING"),
         (Ok(()), None) => {}
     }
     for service in HEALTH_SERVICES {

@@ -25,6 +25,10 @@ pub enum Error {
     /// broken, since 62 random bits should never collide twice in a row.
     #[error("no free roomId after {0} attempts")]
     NoFreeRoomId(usize),
+    /// The account already holds the most rooms it may (`--max-rooms-per-
+    /// account`). gRPC RESOURCE_EXHAUSTED, HTTP 429.
+    #[error("room limit reached: an account may hold at most {limit} rooms")]
+    AccountFull { limit: u64 },
 }
 
 impl PublicError for Error {
@@ -35,6 +39,7 @@ impl PublicError for Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Store(e) => e.code(),
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
+            Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
         }
     }
 
@@ -97,6 +102,16 @@ mod tests {
         let err = Error::Store(StoreError::Corrupt("room x field \"s\": eof".into()));
         assert_eq!(err.public_message(), "internal error");
         assert_eq!(Error::NoFreeRoomId(5).public_message(), "internal error");
+    }
+
+    #[test]
+    fn a_full_account_is_resource_exhausted_and_names_the_limit() {
+        let err = Error::AccountFull { limit: 500 };
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+        assert_eq!(
+            err.public_message(),
+            "room limit reached: an account may hold at most 500 rooms"
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct ListPage {
 #[derive(Clone)]
 pub struct RoomService {
     store: Arc<dyn Store>,
-    /// Creates past this many rooms in one account are refused.
+    /// Creates past this many rooms in one account are refused, atomically
+    /// by the store (`--max-rooms-per-account`).
     max_rooms_per_account: u64,
 }
 
@@ -60,7 +61,9 @@ impl RoomService {
     }
 
     /// Creates a room, or returns the account's room with the same
-    /// customRoomId unchanged.
+    /// customRoomId unchanged (even when the account is full: a repeat adds
+    /// nothing). A new room past the account's limit is refused with
+    /// RESOURCE_EXHAUSTED.
     pub async fn create_room(
         &self,
         caller: &Caller,
@@ -86,7 +89,11 @@ impl RoomService {
                 updated_at: now,
                 settings: spec.settings.clone(),
             };
-            match self.store.create_room(&room).await? {
+            let outcome = self
+                .store
+                .create_room(&room, self.max_rooms_per_account)
+                .await?;
+            match outcome {
                 CreateOutcome::Created(room) => {
                     tracing::info!(room_id = %room.room_id, user_id = %room.user_id, "room created");
                     return Ok(Created {
@@ -99,6 +106,16 @@ impl RoomService {
                     return Ok(Created {
                         room,
                         created: false,
+                    });
+                }
+                CreateOutcome::AccountFull => {
+                    tracing::info!(
+                        user_id = %room.user_id,
+                        limit = self.max_rooms_per_account,
+                        "create refused: the account holds its most rooms"
+                    );
+                    return Err(Error::AccountFull {
+                        limit: self.max_rooms_per_account,
                     });
                 }
                 CreateOutcome::RoomIdTaken => {

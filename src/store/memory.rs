@@ -40,7 +40,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_room(&self, room: &Room) -> Result<CreateOutcome, StoreError> {
+    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError> {
         let mut inner = self.inner.lock().expect("store lock poisoned");
         let Inner {
             accounts,
@@ -53,6 +53,11 @@ impl Store for MemoryStore {
             .and_then(|custom| account.by_custom_id.get(custom))
         {
             return Ok(CreateOutcome::Existing(account.rooms[existing].clone()));
+        }
+        // Checked under the same lock as the insert below, so concurrent
+        // creates cannot overshoot.
+        if account.rooms.len() as u64 >= max_rooms {
+            return Ok(CreateOutcome::AccountFull);
         }
         if !taken_room_ids.insert(room.room_id.clone()) {
             return Ok(CreateOutcome::RoomIdTaken);

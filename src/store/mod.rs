@@ -53,6 +53,9 @@ pub enum CreateOutcome {
     /// The roomId is already taken; nothing was written. The caller picks a
     /// new roomId and tries again.
     RoomIdTaken,
+    /// The account already holds `max_rooms` rooms (or more, should the
+    /// limit have been lowered); nothing was written.
+    AccountFull,
 }
 
 /// How a caller named a room. A string may have several readings (a
@@ -97,10 +100,13 @@ impl RoomKey {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `room` unless its account already has a room with the same
-    /// customRoomId or the roomId is taken. Atomic: concurrent calls with one
-    /// customRoomId, from any number of processes, store exactly one room. The
-    /// room and its listing-index entry are written together or not at all.
-    async fn create_room(&self, room: &Room) -> Result<CreateOutcome, StoreError>;
+    /// customRoomId (→ `Existing`, even when the account is full), already
+    /// holds `max_rooms` rooms (→ `AccountFull`), or the roomId is taken.
+    /// Atomic: concurrent calls with one customRoomId, from any number of
+    /// processes, store exactly one room, and concurrent calls for one account
+    /// never store more than `max_rooms`. The room and its index entries are
+    /// written together or not at all. `u64::MAX` means no limit.
+    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError>;
 
     /// The account's room named by `key`, trying roomId, then document id,
     /// then customRoomId.
@@ -126,6 +132,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<Room>, StoreError>;
 
-    /// Succeeds when the store can serve requests; used by health checks.
+    /// Succeeds when the store can serve requests; used by health checks,
+    /// every 500 ms while the server runs. A store that must re-check its
+    /// backend's configuration (Redis: `maxmemory-policy`) does it here.
     async fn ping(&self) -> Result<(), StoreError>;
 }

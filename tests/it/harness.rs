@@ -69,18 +69,36 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Store>, allow_legacy_tokens: bool) -> TestServer {
-        Self::start_full(store, allow_legacy_tokens, CorsOrigins::None).await
+        Self::start_full(
+            store,
+            allow_legacy_tokens,
+            CorsOrigins::None,
+            Limits::default(),
+        )
+        .await
     }
 
     /// A memory-store server answering CORS for `cors`.
     pub async fn start_with_cors(cors: CorsOrigins) -> TestServer {
-        Self::start_full(Arc::new(MemoryStore::new()), false, cors).await
+        Self::start_full(Arc::new(MemoryStore::new()), false, cors, Limits::default()).await
+    }
+
+    /// A memory-store server with these limits.
+    pub async fn start_with_limits(limits: Limits) -> TestServer {
+        Self::start_full(
+            Arc::new(MemoryStore::new()),
+            false,
+            CorsOrigins::None,
+            limits,
+        )
+        .await
     }
 
     async fn start_full(
         store: Arc<dyn Store>,
         allow_legacy_tokens: bool,
         cors: CorsOrigins,
+        limits: Limits,
     ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -91,7 +109,7 @@ impl TestServer {
             verifier: Arc::new(Verifier::new(keyring(), allow_legacy_tokens)),
             public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
             cors,
-            limits: Limits::default(),
+            limits,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -44,7 +44,7 @@ async fn get(server: &TestServer, key: &str) -> Result<Room, tonic::Status> {
         .map(|r| r.into_inner())
 }
 
-async fn health(server: &TestServer) -> ServingStatus {
+pub(crate) async fn health(server: &TestServer) -> ServingStatus {
     let mut client = HealthClient::new(server.channel().await);
     let request = HealthCheckRequest {
         service: "rooms.v1.RoomService".into(),
@@ -52,7 +52,7 @@ async fn health(server: &TestServer) -> ServingStatus {
     client.check(request).await.unwrap().into_inner().status()
 }
 
-async fn wait_for_health(server: &TestServer, wanted: ServingStatus, within: Duration) {
+pub(crate) async fn wait_for_health(server: &TestServer, wanted: ServingStatus, within: Duration) {
     let deadline = Instant::now() + within;
     while health(server).await != wanted {
         assert!(Instant::now() < deadline, "health never became {wanted:?}");

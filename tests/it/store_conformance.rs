@@ -29,7 +29,10 @@ macro_rules! conformance_suite {
                 set_disabled_is_idempotent,
                 set_disabled_never_moves_updated_at_backwards,
                 set_disabled_of_a_missing_or_foreign_room_writes_nothing,
-                concurrent_status_changes_leave_a_consistent_room
+                concurrent_status_changes_leave_a_consistent_room,
+                full_account_refuses_new_rooms_and_writes_nothing,
+                full_account_still_returns_an_existing_custom_room_id,
+                concurrent_creates_never_exceed_the_limit
             );
         }
     };
@@ -73,8 +76,11 @@ fn key(raw: &str) -> RoomKey {
     RoomKey::parse(raw).unwrap()
 }
 
+/// No limit on the account's rooms.
+const UNLIMITED: u64 = u64::MAX;
+
 async fn created(store: &Arc<dyn Store>, room: &Room) -> Room {
-    match store.create_room(room).await.unwrap() {
+    match store.create_room(room, UNLIMITED).await.unwrap() {
         CreateOutcome::Created(stored) => stored,
         other => panic!("expected Created, got {other:?}"),
     }
@@ -96,7 +102,7 @@ pub async fn same_custom_room_id_returns_the_existing_room(store: Arc<dyn Store>
     let mut second = room(&owner, Some("weekly"), 1_700_000_005_000);
     second.settings.geo_fence = Some(GeoFence::Us001);
     assert_eq!(
-        store.create_room(&second).await.unwrap(),
+        store.create_room(&second, UNLIMITED).await.unwrap(),
         CreateOutcome::Existing(first.clone())
     );
     assert_eq!(
@@ -116,7 +122,7 @@ pub async fn taken_room_id_writes_nothing(store: Arc<dyn Store>) {
     let mut clash = room(&owner, Some("clash"), 1_700_000_001_000);
     clash.room_id = first.room_id.clone();
     assert_eq!(
-        store.create_room(&clash).await.unwrap(),
+        store.create_room(&clash, UNLIMITED).await.unwrap(),
         CreateOutcome::RoomIdTaken
     );
     assert_eq!(
@@ -163,7 +169,7 @@ pub async fn concurrent_creates_store_one_room(store: Arc<dyn Store>) {
         .map(|_| {
             let store = store.clone();
             let candidate = room_for(&owner, "rush");
-            tokio::spawn(async move { store.create_room(&candidate).await.unwrap() })
+            tokio::spawn(async move { store.create_room(&candidate, UNLIMITED).await.unwrap() })
         })
         .collect();
     let mut created_count = 0;
@@ -178,6 +184,7 @@ pub async fn concurrent_creates_store_one_room(store: Arc<dyn Store>) {
                 room_ids.insert(room.room_id);
             }
             CreateOutcome::RoomIdTaken => panic!("random roomIds collided"),
+            CreateOutcome::AccountFull => panic!("no limit, yet the account is full"),
         }
     }
     assert_eq!(created_count, 1);
@@ -278,6 +285,121 @@ pub async fn forged_document_id_is_not_found(store: Arc<dyn Store>) {
         store.get_room(&owner, &key(forged.as_str())).await.unwrap(),
         None
     );
+}
+
+pub async fn full_account_refuses_new_rooms_and_writes_nothing(store: Arc<dyn Store>) {
+    let owner = user(30);
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        let candidate = room(&owner, Some(&format!("kept-{i}")), 1_700_000_000_000 + i);
+        match store.create_room(&candidate, 3).await.unwrap() {
+            CreateOutcome::Created(room) => kept.push(room),
+            other => panic!("room {i} of 3: expected Created, got {other:?}"),
+        }
+    }
+    let refused = room(&owner, Some("one-too-many"), 1_700_000_001_000);
+    assert_eq!(
+        store.create_room(&refused, 3).await.unwrap(),
+        CreateOutcome::AccountFull
+    );
+    // A lower limit than the account already exceeds refuses too.
+    let below = room(&owner, None, 1_700_000_001_001);
+    assert_eq!(
+        store.create_room(&below, 1).await.unwrap(),
+        CreateOutcome::AccountFull
+    );
+    for raw in [
+        "one-too-many",
+        refused.room_id.as_str(),
+        below.room_id.as_str(),
+    ] {
+        assert_eq!(
+            store.get_room(&owner, &key(raw)).await.unwrap(),
+            None,
+            "nothing written for {raw}"
+        );
+    }
+    let (listed, total) = store.list_rooms(&owner, 0, 10).await.unwrap();
+    assert_eq!(total, 3);
+    kept.reverse();
+    assert_eq!(listed, kept, "the rooms already there are untouched");
+    // The limit is per account: another account is unaffected.
+    let theirs = room(&user(31), Some("one-too-many"), 1_700_000_002_000);
+    assert!(matches!(
+        store.create_room(&theirs, 3).await.unwrap(),
+        CreateOutcome::Created(_)
+    ));
+    // A higher limit lets the account grow again.
+    assert!(matches!(
+        store.create_room(&refused, 4).await.unwrap(),
+        CreateOutcome::Created(_)
+    ));
+}
+
+pub async fn full_account_still_returns_an_existing_custom_room_id(store: Arc<dyn Store>) {
+    let owner = user(32);
+    let first = match store
+        .create_room(&room(&owner, Some("only"), 1_700_000_000_000), 1)
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(room) => room,
+        other => panic!("expected Created, got {other:?}"),
+    };
+    // The account is full, yet a repeat of its customRoomId adds nothing and
+    // gets the room.
+    let repeat = room(&owner, Some("only"), 1_700_000_005_000);
+    assert_eq!(
+        store.create_room(&repeat, 1).await.unwrap(),
+        CreateOutcome::Existing(first.clone())
+    );
+    // Even a limit the account is already past.
+    assert_eq!(
+        store.create_room(&repeat, 0).await.unwrap(),
+        CreateOutcome::Existing(first.clone())
+    );
+    assert_eq!(
+        store
+            .create_room(&room(&owner, Some("another"), 1_700_000_006_000), 1)
+            .await
+            .unwrap(),
+        CreateOutcome::AccountFull
+    );
+    assert_eq!(
+        store.list_rooms(&owner, 0, 10).await.unwrap(),
+        (vec![first], 1)
+    );
+}
+
+pub async fn concurrent_creates_never_exceed_the_limit(store: Arc<dyn Store>) {
+    const LIMIT: u64 = 5;
+    let owner = user(33);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            // Half with a customRoomId of their own, half without.
+            let custom = (i % 2 == 0).then(|| format!("racer-{i}"));
+            let candidate = room(&owner, custom.as_deref(), 1_700_000_000_000 + i);
+            tokio::spawn(async move { store.create_room(&candidate, LIMIT).await.unwrap() })
+        })
+        .collect();
+    let mut created_ids = HashSet::new();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CreateOutcome::Created(room) => {
+                created_ids.insert(room.room_id);
+            }
+            CreateOutcome::AccountFull => refused += 1,
+            other => panic!("expected Created or AccountFull, got {other:?}"),
+        }
+    }
+    assert_eq!(created_ids.len() as u64, LIMIT);
+    assert_eq!(refused, 40 - LIMIT);
+    let (listed, total) = store.list_rooms(&owner, 0, 100).await.unwrap();
+    assert_eq!(total as u64, LIMIT);
+    let listed: HashSet<RoomId> = listed.into_iter().map(|r| r.room_id).collect();
+    assert_eq!(listed, created_ids);
 }
 
 async fn single_redis_store() -> Arc<dyn Store> {

@@ -84,6 +84,7 @@ pub(super) fn decode_create(room: &Room, reply: Value) -> Result<CreateOutcome, 
     match tag.as_str() {
         "created" => Ok(CreateOutcome::Created(room.clone())),
         "taken" => Ok(CreateOutcome::RoomIdTaken),
+        "full" => Ok(CreateOutcome::AccountFull),
         "existing" => {
             let (room_id, fields) = match (items.next(), items.next()) {
                 (Some(room_id), Some(fields)) => (room_id, fields),
@@ -374,6 +375,8 @@ mod tests {
         assert_eq!(created, CreateOutcome::Created(room.clone()));
         let taken = decode_create(&room, Value::Array(vec![bulk("taken")])).unwrap();
         assert_eq!(taken, CreateOutcome::RoomIdTaken);
+        let full = decode_create(&room, Value::Array(vec![bulk("full")])).unwrap();
+        assert_eq!(full, CreateOutcome::AccountFull);
         let Value::Array(entry) = stored(&room) else {
             unreachable!()
         };

@@ -4,10 +4,15 @@
 //! Every operation is one round trip: a Lua script does the reads and writes
 //! of one account atomically, on the slot that account's `{userId}` hash tag
 //! picks. All requests share one multiplexed connection, cloned per call.
+//!
+//! A Redis that may evict keys is refused (see [`eviction`]) unless
+//! [`RedisConfig::allow_evicting`] says otherwise.
 
 mod codec;
+mod eviction;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use redis::{
 use tokio::task::AbortHandle;
 
 use self::codec::Keys;
+use self::eviction::{EvictionGuard, NodePolicy};
 use super::{CreateOutcome, RoomKey, Store, StoreError};
 use crate::domain::{Room, RoomId, UserId};
 
@@ -79,6 +85,12 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     link: Arc<Link>,
+    /// Refuses every call while Redis may evict rooms. Updated by the connect
+    /// task before the connection is published, then by every ping.
+    eviction: Arc<EvictionGuard>,
+    /// Writes Redis refused with OOM (`maxmemory` reached under
+    /// `noeviction`) since the store was made.
+    oom_refusals: AtomicU64,
     /// The background task making the first connection; stopped when the
     /// store is dropped so a store that never connected leaves nothing behind.
     connect_task: AbortHandle,
@@ -114,7 +126,9 @@ impl RedisStore {
             last_error: Mutex::new("first attempt in progress".to_owned()),
         });
         let keys = Keys::new(config.prefix.clone());
-        let connect_task = tokio::spawn(connect(config, link.clone())).abort_handle();
+        let eviction = Arc::new(EvictionGuard::new(config.allow_evicting));
+        let connect_task =
+            tokio::spawn(connect(config, link.clone(), eviction.clone())).abort_handle();
         RedisStore {
             keys,
             scripts: Scripts {
@@ -124,11 +138,31 @@ impl RedisStore {
                 set_disabled: Script::new(include_str!("scripts/set_disabled.lua")),
             },
             link,
+            eviction,
+            oom_refusals: AtomicU64::new(0),
             connect_task,
         }
     }
 
+    /// How many writes Redis has refused for want of memory (`OOM`: used
+    /// memory at `maxmemory` under `noeviction`) since the store was made.
+    /// Each such call failed with [`StoreError::Unavailable`], having written
+    /// nothing.
+    pub fn oom_refusals(&self) -> u64 {
+        self.oom_refusals.load(Ordering::Relaxed)
+    }
+
+    /// The connection for a store call: none while not connected, or while
+    /// Redis may evict rooms. Costs an atomic load, no round trip.
     fn connection(&self) -> Result<Connection, StoreError> {
+        let connection = self.linked()?;
+        self.eviction.check()?;
+        Ok(connection)
+    }
+
+    /// The connection, whatever Redis's eviction policy: for the ping that
+    /// reads it.
+    fn linked(&self) -> Result<Connection, StoreError> {
         if let Some(connection) = self.link.connection.get() {
             return Ok(connection.clone());
         }
@@ -144,7 +178,17 @@ impl RedisStore {
 
     async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
         let mut connection = self.connection()?;
-        within_deadline(invocation.invoke_async(&mut connection)).await
+        let call = async {
+            let reply = invocation.invoke_async(&mut connection).await;
+            if let Err(error) = &reply
+                && is_out_of_memory(error)
+            {
+                self.oom_refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "redis refused a write: out of memory (maxmemory)");
+            }
+            reply
+        };
+        within_deadline(call).await
     }
 }
 
@@ -156,7 +200,7 @@ impl Drop for RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create_room(&self, room: &Room) -> Result<CreateOutcome, StoreError> {
+    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError> {
         let fields = codec::encode_room(room)?;
         let custom_room_id = room.custom_room_id.as_ref().map_or("", |c| c.as_str());
         let mut invocation = self.scripts.create.prepare_invoke();
@@ -166,7 +210,8 @@ impl Store for RedisStore {
             .key(self.keys.listing(&room.user_id))
             .arg(room.room_id.as_str())
             .arg(custom_room_id)
-            .arg(room.created_at.as_millisecond());
+            .arg(room.created_at.as_millisecond())
+            .arg(max_rooms);
         for (name, value) in &fields {
             invocation.arg(*name).arg(value);
         }
@@ -251,25 +296,54 @@ impl Store for RedisStore {
         codec::decode_optional_room(user_id, room_id, reply)
     }
 
+    /// Whether Redis answers, and (on a cluster) is whole; and whether it may
+    /// evict rooms, which also decides whether the other calls are refused.
     async fn ping(&self) -> Result<(), StoreError> {
-        match self.connection()? {
-            Connection::Node(mut node) => {
-                within_deadline(redis::cmd("PING").query_async::<Value>(&mut node)).await?;
-                Ok(())
+        let connection = self.linked()?;
+        let policies = match &connection {
+            // An answer to INFO is as good a sign of life as one to PING.
+            Connection::Node(_) => read_policies(&connection).await?,
+            Connection::Cluster(cluster) => {
+                let (_, policies) =
+                    tokio::try_join!(check_cluster(cluster.clone()), read_policies(&connection))?;
+                policies
             }
-            Connection::Cluster(mut cluster) => {
-                // Any reachable node answers PING, even while the slots of a
-                // dead primary cannot be served. Ask every primary instead
-                // whether the cluster is whole.
-                let mut info = redis::cmd("CLUSTER");
-                info.arg("INFO");
-                let every_primary =
-                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                let replies = within_deadline(cluster.route_command(info, every_primary)).await?;
-                check_cluster_health(replies)
-            }
+        };
+        self.eviction.observe(&policies)
+    }
+}
+
+/// `maxmemory_policy` of the node, or of every cluster primary, from
+/// `INFO memory`.
+async fn read_policies(connection: &Connection) -> Result<Vec<NodePolicy>, StoreError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("memory");
+    match connection.clone() {
+        Connection::Node(mut node) => {
+            let text: String = within_deadline(info.query_async(&mut node)).await?;
+            Ok(vec![NodePolicy {
+                node: None,
+                policy: eviction::parse_policy(&text),
+            }])
+        }
+        Connection::Cluster(mut cluster) => {
+            let replies = within_deadline(cluster.route_command(info, every_primary())).await?;
+            eviction::cluster_policies(replies)
         }
     }
+}
+
+/// Any reachable node answers PING, even while the slots of a dead primary
+/// cannot be served. Ask every primary instead whether the cluster is whole.
+async fn check_cluster(mut cluster: ClusterConnection) -> Result<(), StoreError> {
+    let mut info = redis::cmd("CLUSTER");
+    info.arg("INFO");
+    let replies = within_deadline(cluster.route_command(info, every_primary())).await?;
+    check_cluster_health(replies)
+}
+
+fn every_primary() -> RoutingInfo {
+    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None))
 }
 
 /// Reads the `CLUSTER INFO` answers of every primary: all must answer, and
@@ -338,6 +412,17 @@ async fn within_deadline<T>(work: impl Future<Output = RedisResult<T>>) -> Resul
     }
 }
 
+/// Whether Redis refused a write because used memory is at `maxmemory` and
+/// the policy (`noeviction`) forbids making room. Redis 7 keeps the `OOM`
+/// code when the refused write is a script's `redis.call`; older versions
+/// wrap it in a script error, whose text still says so.
+fn is_out_of_memory(error: &RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .to_string()
+            .contains("command not allowed when used memory > 'maxmemory'")
+}
+
 /// Errors that say Redis cannot serve right now, and a retry may succeed,
 /// become `Unavailable`; the rest (script errors, wrong types) mean the data or
 /// this code is wrong, and become `Corrupt`.
@@ -363,7 +448,8 @@ fn classify(error: RedisError) -> StoreError {
                 )
         )
         // A long-running script elsewhere, or maxmemory: nothing was written.
-        || matches!(error.code(), Some("BUSY" | "OOM"))
+        || matches!(error.code(), Some("BUSY"))
+        || is_out_of_memory(&error)
         // While a slot migrates, a script that builds a sibling key's name
         // (see docs/redis-schema.md) can find that key already moved. The
         // script stopped before writing; retrying after the migration works.
@@ -376,8 +462,9 @@ fn classify(error: RedisError) -> StoreError {
 }
 
 /// Makes the first connection, retrying until it succeeds or the store is
-/// dropped.
-async fn connect(config: RedisConfig, link: Arc<Link>) {
+/// dropped. The eviction policy is read before the connection is published,
+/// so no call can run against a Redis that may evict rooms.
+async fn connect(config: RedisConfig, link: Arc<Link>, eviction: Arc<EvictionGuard>) {
     let nodes: Vec<String> = config.urls.iter().map(|url| redacted(url)).collect();
     let mut delay = FIRST_CONNECT_MIN_DELAY;
     let mut attempt: u32 = 1;
@@ -389,6 +476,18 @@ async fn connect(config: RedisConfig, link: Arc<Link>) {
                 "no answer within {} s",
                 FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
             )),
+        };
+        let result = match result {
+            Ok(connection) => match read_policies(&connection).await {
+                // A policy that may evict is not a failure to connect: the
+                // guard refuses calls (and says why) until it changes.
+                Ok(policies) => {
+                    let _ = eviction.observe(&policies);
+                    Ok(connection)
+                }
+                Err(error) => Err(format!("reading maxmemory-policy: {error}")),
+            },
+            Err(error) => Err(error),
         };
         match result {
             Ok(connection) => {
