@@ -20,10 +20,15 @@ use crate::error::{ErrorCode, PublicError};
 /// contain a secret or a whole token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// No usable identity: missing, malformed, badly signed or expired token,
-    /// or an unknown API key. The message is ours and safe to show.
+    /// No usable identity: missing, malformed or expired token, or claims
+    /// that break a rule. The message is ours and safe to show.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The token names an API key we do not know, or its signature does not
+    /// match that key's secret. Callers get one message for both, so that API
+    /// keys cannot be enumerated; `cause` says which it was, for the log.
+    #[error("unauthenticated: {cause}")]
+    BadCredentials { cause: String },
     /// A token the JWT library refused for a reason we do not name: the
     /// library's own text is for the log only.
     #[error("unauthenticated: invalid token ({cause})")]
@@ -33,18 +38,28 @@ pub enum AuthError {
     PermissionDenied(String),
 }
 
+impl AuthError {
+    /// What a caller sees for [`AuthError::BadCredentials`], whichever of the
+    /// two it was.
+    pub const BAD_CREDENTIALS_MESSAGE: &'static str = concat!(
+        "unauthenticated: unknown api key, ",
+        "or the token signature does not match the api key's secret"
+    );
+}
+
 impl PublicError for AuthError {
     fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Unauthenticated(_) | AuthError::InvalidToken { .. } => {
-                ErrorCode::Unauthenticated
-            }
+            AuthError::Unauthenticated(_)
+            | AuthError::BadCredentials { .. }
+            | AuthError::InvalidToken { .. } => ErrorCode::Unauthenticated,
             AuthError::PermissionDenied(_) => ErrorCode::PermissionDenied,
         }
     }
 
     fn public_message(&self) -> String {
         match self {
+            AuthError::BadCredentials { .. } => AuthError::BAD_CREDENTIALS_MESSAGE.to_owned(),
             AuthError::InvalidToken { .. } => "unauthenticated: invalid token".to_owned(),
             other => other.to_string(),
         }

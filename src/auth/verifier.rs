@@ -1,6 +1,9 @@
 //! Token verification: VideoSDK-style HS256 JWTs signed with an API key's
 //! secret. The order of checks matters for the messages: shape, algorithm,
-//! API key, signature and times, then claims.
+//! API key and signature (one answer for both), times, then claims.
+//!
+//! Every message a caller can see is written here: the JWT library's own
+//! text, and any caller text beyond a short algorithm name, stay in the log.
 
 use std::collections::HashMap;
 
@@ -25,6 +28,9 @@ pub const LEEWAY_SECONDS: u64 = 60;
 pub struct Verifier {
     keyring: Keyring,
     decoding_keys: HashMap<String, DecodingKey>,
+    /// A random secret that tokens naming an unknown API key are checked
+    /// against, so that they take as long, and end as, a bad signature.
+    unknown_key_decoy: DecodingKey,
     validation: Validation,
     /// How far ahead `exp` may lie.
     max_token_lifetime: std::time::Duration,
@@ -60,6 +66,7 @@ impl Verifier {
         Verifier {
             keyring,
             decoding_keys,
+            unknown_key_decoy: DecodingKey::from_secret(&rand::random::<[u8; 32]>()),
             validation,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
@@ -105,13 +112,27 @@ impl Verifier {
             ));
         }
         let header = decode_segment(segments[0], "header")?;
-        match header.get("alg").and_then(Value::as_str) {
-            Some("HS256") => {}
-            Some(other) => {
+        match header.get("alg") {
+            Some(Value::String(alg)) if alg == "HS256" => {}
+            // Named back only when it looks like an algorithm name: the
+            // header is the caller's text.
+            Some(Value::String(alg))
+                if (1..=16).contains(&alg.len())
+                    && alg.chars().all(|c| c.is_ascii_alphanumeric()) =>
+            {
                 return Err(unauthenticated(format!(
-                    "token algorithm {} is not accepted: tokens must be signed with HS256",
-                    excerpt(other)
+                    "token algorithm \"{alg}\" is not accepted: tokens must be signed with HS256"
                 )));
+            }
+            Some(Value::String(_)) => {
+                return Err(unauthenticated(
+                    "token algorithm is not accepted: tokens must be signed with HS256",
+                ));
+            }
+            Some(_) => {
+                return Err(unauthenticated(
+                    "malformed token: header \"alg\" must be a string",
+                ));
             }
             None => return Err(unauthenticated("malformed token: header has no \"alg\"")),
         }
@@ -125,40 +146,30 @@ impl Verifier {
             }
             None => return Err(unauthenticated("token has no \"apikey\" claim")),
         };
-        let (Some(key), Some(decoding_key)) =
-            (self.keyring.get(api_key), self.decoding_keys.get(api_key))
-        else {
-            return Err(unauthenticated(format!(
-                "unknown api key {}",
-                excerpt(api_key)
-            )));
-        };
+        let known = self
+            .keyring
+            .get(api_key)
+            .zip(self.decoding_keys.get(api_key));
+        let decoding_key = known.map_or(&self.unknown_key_decoy, |(_, decoding_key)| decoding_key);
 
         // Signature, exp and nbf. The payload was already parsed above, but
         // only the library's check of the signature makes it trustworthy.
-        jsonwebtoken::decode::<Value>(token, decoding_key, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::InvalidSignature => {
-                    unauthenticated("token signature does not match the api key's secret")
+        let verified = jsonwebtoken::decode::<Value>(token, decoding_key, &self.validation);
+        let Some((key, _)) = known else {
+            // The decoy secret never matches: whatever the library said
+            // before the signature, it says for a known key too; after it,
+            // the caller learns only what a bad signature would tell.
+            return Err(match verified {
+                Err(e) if !matches!(e.kind(), ErrorKind::InvalidSignature) => {
+                    self.refusal(e, token, &payload)
                 }
-                ErrorKind::ExpiredSignature => {
-                    unauthenticated("token has expired (exp is in the past)")
-                }
-                ErrorKind::ImmatureSignature => {
-                    unauthenticated("token is not valid yet (nbf is in the future)")
-                }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    unauthenticated(format!("token has no {claim:?} claim; tokens must expire"))
-                }
-                ErrorKind::InvalidClaimFormat(claim) => {
-                    unauthenticated(format!("token claim {claim:?} must be a number of seconds"))
-                }
-                // The library's wording is not ours to publish; the log keeps it.
-                other => AuthError::InvalidToken {
-                    cause: format!("{other:?}"),
+                _ => AuthError::BadCredentials {
+                    cause: format!("unknown api key {}", excerpt(api_key)),
                 },
-            }
-        })?;
+            });
+        };
+        verified.map_err(|e| self.refusal(e, token, &payload))?;
+        self.check_exp_horizon(payload.get("exp"))?;
 
         let permissions = parse_permissions(payload.get("permissions"))?;
         let roles = parse_roles(payload.get("roles"))?;
@@ -198,6 +209,123 @@ impl Verifier {
             room_scope,
         })
     }
+}
+
+impl Verifier {
+    /// Turns the JWT library's refusal into ours. Its wording and its debug
+    /// text are not ours to publish: the log keeps them.
+    fn refusal(
+        &self,
+        error: jsonwebtoken::errors::Error,
+        token: &str,
+        payload: &Value,
+    ) -> AuthError {
+        match error.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadCredentials {
+                cause: "token signature does not match the api key's secret".into(),
+            },
+            ErrorKind::ExpiredSignature => {
+                unauthenticated("token has expired (exp is in the past)")
+            }
+            ErrorKind::ImmatureSignature => {
+                unauthenticated("token is not valid yet (nbf is in the future)")
+            }
+            // The library reads an `exp` it cannot parse as a u64 (negative,
+            // 2^64, 1e300, text) as missing when it is required, and as
+            // malformed when it is not.
+            ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => match payload.get("exp") {
+                None | Some(Value::Null) => {
+                    unauthenticated("token has no \"exp\" claim; tokens must expire")
+                }
+                Some(_) => self.unreadable_exp(payload),
+            },
+            ErrorKind::InvalidClaimFormat(claim) if claim == "exp" => self.unreadable_exp(payload),
+            ErrorKind::InvalidClaimFormat(claim) if claim == "nbf" => unauthenticated(NBF_RULE),
+            // The library reads the header before the signature and the
+            // claims after it; a claim of a type it cannot skip (a list for
+            // `exp`) fails its JSON reading rather than its claim checks.
+            ErrorKind::Json(_) => match jsonwebtoken::decode_header(token) {
+                Err(e) if matches!(e.kind(), ErrorKind::Json(_)) => {
+                    unauthenticated("malformed token: a header field has the wrong type")
+                }
+                Err(_) => AuthError::InvalidToken {
+                    cause: format!("{:?}", error.kind()),
+                },
+                Ok(_) => misread_claim(payload).unwrap_or_else(|| AuthError::InvalidToken {
+                    cause: format!("{:?}", error.kind()),
+                }),
+            },
+            other => AuthError::InvalidToken {
+                cause: format!("{other:?}"),
+            },
+        }
+    }
+
+    /// An `exp` the library could not read: too far ahead if it is a number
+    /// (2^64, 1e300), else malformed.
+    fn unreadable_exp(&self, payload: &Value) -> AuthError {
+        self.check_exp_horizon(payload.get("exp"))
+            .err()
+            .unwrap_or_else(|| unauthenticated(EXP_RULE))
+    }
+
+    /// Refuses an `exp` further ahead than the configured lifetime (plus the
+    /// clock-skew leeway, since the issuer's clock may run ahead of ours).
+    /// A token without `exp` is a legacy token; whether those are accepted
+    /// was decided by the library's required claims.
+    fn check_exp_horizon(&self, exp: Option<&Value>) -> Result<(), AuthError> {
+        let exp = match exp {
+            None | Some(Value::Null) => return Ok(()),
+            Some(exp) => exp,
+        };
+        // Any JSON number becomes a finite f64 (serde_json refuses
+        // overflowing literals), so 2^63 and 1e300 are compared, not wrapped.
+        let Some(exp) = exp.as_f64() else {
+            return Err(unauthenticated(EXP_RULE));
+        };
+        let now = jiff::Timestamp::now().as_second() as f64;
+        let horizon = now + self.max_token_lifetime.as_secs_f64() + LEEWAY_SECONDS as f64;
+        if exp > horizon {
+            return Err(unauthenticated(format!(
+                "token expires too far ahead: exp may be at most {} from now",
+                describe_duration(self.max_token_lifetime)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The registered claim the library could not read, if we can tell. (`aud`
+/// and `iss` of any type it skips without complaint.)
+fn misread_claim(payload: &Value) -> Option<AuthError> {
+    let claim = |name: &str| payload.get(name).filter(|v| !v.is_null());
+    if claim("exp").is_some_and(|v| !v.is_number()) {
+        return Some(unauthenticated(EXP_RULE));
+    }
+    if claim("nbf").is_some_and(|v| !v.is_number()) {
+        return Some(unauthenticated(NBF_RULE));
+    }
+    if claim("sub").is_some_and(|v| !v.is_string()) {
+        return Some(unauthenticated("token claim \"sub\" must be a string"));
+    }
+    None
+}
+
+const EXP_RULE: &str = "token claim \"exp\" must be a non-negative number of seconds since 1970";
+const NBF_RULE: &str = "token claim \"nbf\" must be a non-negative number of seconds since 1970";
+
+/// `366 days`, `12 hours`, `90 seconds`: the largest whole unit.
+fn describe_duration(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    let (count, unit) = match seconds {
+        0 => (0, "second"),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural}")
 }
 
 fn strip_bearer(raw: &str) -> &str {
@@ -261,6 +389,146 @@ fn parse_roles(value: Option<&Value>) -> Result<Option<Vec<Role>>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::PublicError;
+    use serde_json::json;
+
+    const KEYS: &str = r#"
+        [[keys]]
+        api_key = "k"
+        secret = "s3cret"
+    "#;
+
+    fn verifier(allow_legacy_tokens: bool) -> Verifier {
+        Verifier::new(Keyring::parse_toml(KEYS).unwrap(), allow_legacy_tokens)
+    }
+
+    fn token(claims: Value, secret: &str) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    fn claims(apikey: &str, exp: Value) -> Value {
+        json!({"apikey": apikey, "permissions": ["allow_join"], "exp": exp})
+    }
+
+    fn now() -> i64 {
+        jiff::Timestamp::now().as_second()
+    }
+
+    #[test]
+    fn unknown_key_and_bad_signature_differ_only_in_the_log() {
+        let verifier = verifier(false);
+        let unknown = verifier
+            .verify(Some(&token(claims("who", json!(now() + 60)), "s3cret")))
+            .unwrap_err();
+        let bad_signature = verifier
+            .verify(Some(&token(claims("k", json!(now() + 60)), "guess")))
+            .unwrap_err();
+        assert_eq!(unknown.public_message(), bad_signature.public_message());
+        assert_eq!(unknown.code(), bad_signature.code());
+        assert_eq!(
+            unknown.to_string(),
+            "unauthenticated: unknown api key \"who\""
+        );
+        assert_eq!(
+            bad_signature.to_string(),
+            "unauthenticated: token signature does not match the api key's secret"
+        );
+    }
+
+    #[test]
+    fn exp_beyond_the_configured_lifetime_is_refused_naming_it() {
+        let verifier =
+            verifier(false).with_max_token_lifetime(std::time::Duration::from_secs(3600));
+        let ok = token(claims("k", json!(now() + 3600 + 30)), "s3cret");
+        verifier
+            .verify(Some(&ok))
+            .expect("within the lifetime and leeway");
+        let far = token(claims("k", json!(now() + 3600 + 120)), "s3cret");
+        assert_eq!(
+            verifier.verify(Some(&far)).unwrap_err().public_message(),
+            "unauthenticated: token expires too far ahead: exp may be at most 1 hour from now"
+        );
+    }
+
+    #[test]
+    fn enormous_exp_is_refused_not_taken_as_never_expiring() {
+        let far =
+            "unauthenticated: token expires too far ahead: exp may be at most 366 days from now";
+        for legacy in [false, true] {
+            let verifier = verifier(legacy);
+            for exp in [
+                json!(1u64 << 63),
+                json!(u64::MAX),
+                json!(18446744073709551616.0),
+                json!(1e300),
+                json!(f64::MAX),
+            ] {
+                let refusal = verifier
+                    .verify(Some(&token(claims("k", exp.clone()), "s3cret")))
+                    .unwrap_err();
+                assert_eq!(refusal.public_message(), far, "exp {exp}, legacy {legacy}");
+            }
+            for exp in [json!(-1), json!(-1e300), json!("soon"), json!([1])] {
+                let refusal = verifier
+                    .verify(Some(&token(claims("k", exp.clone()), "s3cret")))
+                    .unwrap_err();
+                assert_eq!(
+                    refusal.public_message(),
+                    format!("unauthenticated: {EXP_RULE}"),
+                    "exp {exp}, legacy {legacy}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fields_of_types_the_library_cannot_read_are_named() {
+        let verifier = verifier(false);
+        let base = claims("k", json!(now() + 60));
+        for (claim, value, expected) in [
+            ("sub", json!(["x"]), "token claim \"sub\" must be a string"),
+            ("nbf", json!({"at": 1}), NBF_RULE),
+        ] {
+            let mut claims = base.clone();
+            claims[claim] = value;
+            let refusal = verifier.verify(Some(&token(claims, "s3cret"))).unwrap_err();
+            assert_eq!(
+                refusal.public_message(),
+                format!("unauthenticated: {expected}")
+            );
+        }
+        // `aud` and `iss` are not ours to judge, whatever their type.
+        for (claim, value) in [("aud", json!([1, 2])), ("iss", json!({"a": [1]}))] {
+            let mut claims = base.clone();
+            claims[claim] = value;
+            verifier.verify(Some(&token(claims, "s3cret"))).unwrap();
+        }
+
+        let encode = |v: Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());
+        for key in ["k", "unknown"] {
+            let header = encode(json!({"alg": "HS256", "typ": ["JWT"]}));
+            let payload = encode(claims(key, json!(now() + 60)));
+            let refusal = verifier
+                .verify(Some(&format!("{header}.{payload}.c2ln")))
+                .unwrap_err();
+            assert_eq!(
+                refusal.public_message(),
+                "unauthenticated: malformed token: a header field has the wrong type"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_are_named_in_their_largest_whole_unit() {
+        let named = |s| describe_duration(std::time::Duration::from_secs(s));
+        assert_eq!(named(366 * 86_400), "366 days");
+        assert_eq!(named(86_400), "1 day");
+        assert_eq!(named(7_200), "2 hours");
+        assert_eq!(named(90), "90 seconds");
+        assert_eq!(named(120), "2 minutes");
+        assert_eq!(named(0), "0 seconds");
+    }
 
     #[test]
     fn bearer_prefix_is_optional_and_case_insensitive() {

@@ -139,18 +139,25 @@ fn grpc_router(
         .build_v1alpha()
         .expect("the descriptor sets are built into the binary")
         .max_decoding_message_size(MAX_REFLECTION_REQUEST_BYTES);
-    let health_service = health_service.max_decoding_message_size(MAX_HEALTH_REQUEST_BYTES);
+    let health_service = OversizeAsResourceExhausted::new(
+        health_service.max_decoding_message_size(MAX_HEALTH_REQUEST_BYTES),
+        MAX_HEALTH_REQUEST_BYTES,
+    );
+    let reflection_v1 =
+        OversizeAsResourceExhausted::new(reflection_v1, MAX_REFLECTION_REQUEST_BYTES);
+    let reflection_v1alpha =
+        OversizeAsResourceExhausted::new(reflection_v1alpha, MAX_REFLECTION_REQUEST_BYTES);
 
     let rooms = RoomsGrpc::new(rooms, app.public_url.clone());
     // Configure the server type before wrapping it: the interceptor wrapper
     // does not expose these settings.
     let rooms = RoomServiceServer::new(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
     let rooms = InterceptedService::new(rooms, AuthInterceptor::new(app.verifier.clone()));
-    let rooms = OversizeAsResourceExhausted(rooms);
+    let rooms = OversizeAsResourceExhausted::new(rooms, MAX_REQUEST_BYTES);
 
-    Routes::new(OversizeAsResourceExhausted(health_service))
-        .add_service(OversizeAsResourceExhausted(reflection_v1))
-        .add_service(OversizeAsResourceExhausted(reflection_v1alpha))
+    Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(rooms)
         .prepare()
         .into_axum_router()

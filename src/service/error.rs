@@ -68,7 +68,8 @@ impl Error {
 
 /// How many field violations one error reports. A request can be invalid in
 /// thousands of places; the whole error must still fit in the response
-/// headers (gRPC clients refuse more than 16 KiB and report INTERNAL).
+/// headers; `grpc::to_status` trims further to fit 8 KiB, the smallest
+/// limit common gRPC clients apply.
 pub const MAX_REPORTED_VIOLATIONS: usize = 10;
 
 fn describe(violations: &[FieldViolation]) -> String {

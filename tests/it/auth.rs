@@ -2,6 +2,7 @@
 //! interceptor, by the rules of videosdk-rest.md.
 
 use jsonwebtoken::Algorithm;
+use roomservice::auth::AuthError;
 use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -29,6 +30,11 @@ fn without(mut claims: Value, key: &str) -> Value {
     claims.as_object_mut().unwrap().remove(key);
     claims
 }
+
+const DAY: i64 = 86_400;
+
+/// The refusal of an `exp` beyond the default `--max-token-lifetime`.
+const TOO_FAR_AHEAD: &str = "token expires too far ahead: exp may be at most 366 days from now";
 
 /// Each case: a description, the authorization value, the expected code, and
 /// a phrase the message must contain (it names the rule that failed).
@@ -87,6 +93,22 @@ fn bad_tokens() -> Vec<(&'static str, String, Code, &'static str)> {
             "\"none\" is not accepted",
         ),
         (
+            "alg with caller text, not echoed",
+            raw_token(
+                &json!({"alg": "Error(InvalidToken) {kind: \"x\"}"}),
+                &acme(),
+                "c2ln",
+            ),
+            Code::Unauthenticated,
+            "token algorithm is not accepted: tokens must be signed with HS256",
+        ),
+        (
+            "alg not a string",
+            raw_token(&json!({"alg": {"name": "HS256"}}), &acme(), "c2ln"),
+            Code::Unauthenticated,
+            "header \"alg\" must be a string",
+        ),
+        (
             "HS512 with the right secret",
             sign_with(Algorithm::HS512, &acme(), ACME_SECRET),
             Code::Unauthenticated,
@@ -108,25 +130,25 @@ fn bad_tokens() -> Vec<(&'static str, String, Code, &'static str)> {
             "wrong secret",
             sign(&acme(), "not-the-secret"),
             Code::Unauthenticated,
-            "signature does not match",
+            AuthError::BAD_CREDENTIALS_MESSAGE,
         ),
         (
             "another account's secret",
             sign(&acme(), GLOBEX_SECRET),
             Code::Unauthenticated,
-            "signature does not match",
+            AuthError::BAD_CREDENTIALS_MESSAGE,
         ),
         (
             "payload changed after signing",
             tampered_payload,
             Code::Unauthenticated,
-            "signature does not match",
+            AuthError::BAD_CREDENTIALS_MESSAGE,
         ),
         (
             "unknown api key",
             sign(&sdk_claims("who-is-this"), ACME_SECRET),
             Code::Unauthenticated,
-            "unknown api key",
+            AuthError::BAD_CREDENTIALS_MESSAGE,
         ),
         (
             "no apikey claim",
@@ -169,6 +191,54 @@ fn bad_tokens() -> Vec<(&'static str, String, Code, &'static str)> {
             sign(&with(acme(), "exp", "tomorrow".into()), ACME_SECRET),
             Code::Unauthenticated,
             "exp",
+        ),
+        (
+            "exp negative",
+            sign(&with(acme(), "exp", (-1).into()), ACME_SECRET),
+            Code::Unauthenticated,
+            "\"exp\" must be a non-negative number of seconds",
+        ),
+        (
+            "exp 400 days ahead",
+            sign(
+                &with(acme(), "exp", (now() + 400 * DAY).into()),
+                ACME_SECRET,
+            ),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
+        ),
+        (
+            "exp 2^63",
+            sign(&with(acme(), "exp", json!(1u64 << 63)), ACME_SECRET),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
+        ),
+        (
+            "exp u64::MAX",
+            sign(&with(acme(), "exp", json!(u64::MAX)), ACME_SECRET),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
+        ),
+        (
+            "exp 2^64, beyond what the JWT library reads",
+            sign(
+                &with(acme(), "exp", json!(18446744073709551616.0)),
+                ACME_SECRET,
+            ),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
+        ),
+        (
+            "exp 1e300",
+            sign(&with(acme(), "exp", json!(1e300)), ACME_SECRET),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
+        ),
+        (
+            "exp a huge fraction",
+            sign(&with(acme(), "exp", json!(9.2e18 + 0.5)), ACME_SECRET),
+            Code::Unauthenticated,
+            TOO_FAR_AHEAD,
         ),
         (
             "no permissions",
@@ -235,6 +305,13 @@ async fn bad_tokens_are_refused_with_the_rule_that_failed() {
             !err.message().contains(ACME_SECRET),
             "{what}: message leaks the secret"
         );
+        for debug_text in ["Error", "Kind", "{", "}", "jsonwebtoken", "(\""] {
+            assert!(
+                !err.message().contains(debug_text),
+                "{what}: message {:?} carries library text",
+                err.message()
+            );
+        }
         if token.len() > 20 {
             assert!(
                 !err.message().contains(&token),
@@ -297,6 +374,27 @@ async fn good_tokens_in_every_accepted_form() {
             sign(&with(acme(), "nbf", (now() + 30).into()), ACME_SECRET),
         ),
         (
+            "exp 300 days ahead",
+            sign(
+                &with(acme(), "exp", (now() + 300 * DAY).into()),
+                ACME_SECRET,
+            ),
+        ),
+        (
+            "exp at the 366-day limit, plus the issuer's clock 30 s ahead",
+            sign(
+                &with(acme(), "exp", (now() + 366 * DAY + 30).into()),
+                ACME_SECRET,
+            ),
+        ),
+        (
+            "exp as a fraction",
+            sign(
+                &with(acme(), "exp", json!(now() as f64 + 3600.5)),
+                ACME_SECRET,
+            ),
+        ),
+        (
             "second key of the account",
             sign(&sdk_claims(ACME_KEY_2), ACME_SECRET_2),
         ),
@@ -350,5 +448,48 @@ async fn legacy_tokens_without_exp_only_when_allowed() {
             .unwrap_err()
             .code(),
         Code::Unauthenticated
+    );
+}
+
+/// An unknown API key and a bad signature must look the same to a caller, or
+/// API keys could be enumerated; the log tells them apart.
+#[tokio::test]
+async fn unknown_api_key_and_bad_signature_get_one_answer() {
+    let server = TestServer::start().await;
+    let unknown_key = sign(&sdk_claims("who-is-this"), ACME_SECRET);
+    let bad_signature = sign(&sdk_claims(ACME_KEY), "not-the-secret");
+    // An expired token too: without the secret, its expiry is not told.
+    let unknown_key_expired = sign(
+        &with(sdk_claims("who-is-this"), "exp", (now() - 3600).into()),
+        "any-secret",
+    );
+
+    let mut grpc_answers = Vec::new();
+    let mut rest_answers = Vec::new();
+    for token in [&unknown_key, &bad_signature, &unknown_key_expired] {
+        let err = create_with(&server, Some(token)).await.unwrap_err();
+        grpc_answers.push((err.code(), err.message().to_owned(), err.details().to_vec()));
+        let reply = server
+            .http()
+            .get(format!("{}/v2/rooms/x", server.url()))
+            .header("authorization", token.as_str())
+            .send()
+            .await
+            .unwrap();
+        rest_answers.push((reply.status(), reply.text().await.unwrap()));
+    }
+    assert_eq!(grpc_answers[0].0, Code::Unauthenticated);
+    assert_eq!(grpc_answers[0].1, AuthError::BAD_CREDENTIALS_MESSAGE);
+    assert!(
+        grpc_answers.iter().all(|a| *a == grpc_answers[0]),
+        "{grpc_answers:#?}"
+    );
+
+    assert_eq!(rest_answers[0].0, 401);
+    let body: Value = serde_json::from_str(&rest_answers[0].1).unwrap();
+    assert_eq!(body["error"], AuthError::BAD_CREDENTIALS_MESSAGE, "{body}");
+    assert!(
+        rest_answers.iter().all(|a| *a == rest_answers[0]),
+        "{rest_answers:#?}"
     );
 }
