@@ -285,4 +285,106 @@ mod tests {
         assert_ne!(a, UserId::derive_from_api_key("key-b"));
         assert!(UserId::parse(a.as_str()).is_ok());
     }
+
+    /// Arbitrary input to every parser: never a panic, and each accepts
+    /// exactly its documented shape.
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                vec(any::<char>(), 0..32).prop_map(String::from_iter),
+                "[a-z0-9-]{12,16}",
+                "[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}",
+                "[0-9a-fA-F]{22,26}",
+                "[A-Za-z0-9._-]{0,140}",
+                "[A-Za-z0-9._/ -]{0,8}",
+                "\\PC{0,30}",
+            ]
+        }
+
+        fn room_id() -> impl Strategy<Value = RoomId> {
+            "[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}".prop_map(|s| RoomId::parse(&s).unwrap())
+        }
+
+        fn has_room_id_shape(s: &str) -> bool {
+            let parts: Vec<&str> = s.split('-').collect();
+            parts.len() == 3
+                && parts.iter().all(|p| {
+                    p.len() == 4
+                        && p.bytes()
+                            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn room_ids_parse_exactly_their_shape(s in any_text()) {
+                let parsed = RoomId::parse(&s);
+                prop_assert_eq!(parsed.is_some(), has_room_id_shape(&s));
+                if let Some(id) = parsed {
+                    prop_assert_eq!(id.as_str(), s.as_str());
+                    prop_assert_eq!(id.to_string(), s);
+                }
+            }
+
+            #[test]
+            fn generated_room_ids_parse_back(_seed in any::<u8>()) {
+                let id = RoomId::generate();
+                prop_assert_eq!(RoomId::parse(id.as_str()), Some(id));
+            }
+
+            #[test]
+            fn document_ids_name_their_room(room in room_id(), seconds in any::<i64>()) {
+                let id = DocumentId::for_room(&room, seconds);
+                prop_assert_eq!(id.as_str().len(), 24);
+                prop_assert!(id.as_str().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+                prop_assert_eq!(DocumentId::parse(id.as_str()), Some(id.clone()));
+                prop_assert_eq!(id.room_id(), Some(room));
+            }
+
+            #[test]
+            fn document_ids_parse_24_hex_only(s in any_text()) {
+                let parsed = DocumentId::parse(&s);
+                let is_hex_24 = s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                prop_assert_eq!(parsed.is_some(), is_hex_24);
+                if let Some(id) = parsed {
+                    prop_assert_eq!(id.as_str(), s.to_ascii_lowercase());
+                    // Any 24 hex may arrive; only those made from a roomId name one.
+                    if let Some(room) = id.room_id() {
+                        let seconds = i64::from(u32::from_str_radix(&id.as_str()[..8], 16).unwrap());
+                        prop_assert_eq!(DocumentId::for_room(&room, seconds), id);
+                    }
+                }
+            }
+
+            #[test]
+            fn custom_room_ids_follow_the_rules(s in any_text()) {
+                let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+                let has_shape = (1..=128).contains(&s.len()) && s.bytes().all(allowed);
+                let parsed = CustomRoomId::parse(&s);
+                prop_assert_eq!(parsed.is_ok(), has_shape);
+                if let Ok(id) = &parsed {
+                    prop_assert_eq!(id.as_str(), s.as_str());
+                }
+                match CustomRoomId::parse_new(&s) {
+                    Ok(id) => {
+                        prop_assert_eq!(Some(&id), parsed.as_ref().ok());
+                        prop_assert!(RoomId::parse(&s).is_none());
+                        prop_assert!(DocumentId::parse(&s).is_none());
+                        prop_assert!(![".", "..", "deactivate"].contains(&s.as_str()));
+                    }
+                    Err(rule) => prop_assert!(rule.starts_with("must "), "{}", rule),
+                }
+            }
+        }
+    }
 }

@@ -104,4 +104,59 @@ mod tests {
         assert_eq!(paging.last_page(21), 2);
         assert_eq!(paging.last_page(90), 5);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::option;
+        use proptest::prelude::*;
+
+        fn number() -> impl Strategy<Value = Option<i64>> {
+            option::of(prop_oneof![
+                -3i64..=130,
+                any::<i64>(),
+                9_999_990i64..=10_000_010
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn paging_is_in_range_or_names_its_field(
+                page in number(),
+                per_page in number(),
+                total in any::<usize>(),
+            ) {
+                let page_ok = page.is_none_or(|n| (1..=i64::from(Paging::MAX_PAGE)).contains(&n));
+                let per_page_ok =
+                    per_page.is_none_or(|n| (1..=i64::from(Paging::MAX_PER_PAGE)).contains(&n));
+                match Paging::parse(page, per_page) {
+                    Ok(paging) => {
+                        prop_assert!(page_ok && per_page_ok);
+                        prop_assert_eq!(i64::from(paging.page), page.unwrap_or(1));
+                        prop_assert_eq!(i64::from(paging.per_page), per_page.unwrap_or(20));
+                        // Neither overflows, whatever the total.
+                        let _ = paging.offset();
+                        prop_assert!(paging.last_page(total) >= 1);
+                    }
+                    Err(violations) => {
+                        let fields: Vec<&str> =
+                            violations.iter().map(|v| v.field.as_str()).collect();
+                        let mut expected = Vec::new();
+                        if !page_ok {
+                            expected.push("page");
+                        }
+                        if !per_page_ok {
+                            expected.push("perPage");
+                        }
+                        prop_assert_eq!(fields, expected);
+                    }
+                }
+            }
+        }
+    }
 }

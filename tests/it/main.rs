@@ -2,11 +2,14 @@
 //! server (and, where named, real redis-server processes).
 
 mod harness;
+mod input_properties;
 mod redis_harness;
 
 mod auth;
 mod cli;
+mod error_size;
 mod redis_faults;
+mod redis_policy;
 mod redis_service;
 mod reflection;
 mod rest_gateway;
@@ -15,3 +18,4 @@ mod rooms;
 mod schemathesis;
 mod sdk_client;
 mod store_conformance;
+mod token_properties;

@@ -322,16 +322,34 @@ async fn each_validation_error_names_its_field() {
         fields: [(
             "blob".to_string(),
             prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue("x".repeat(9000))),
+                // Over the 16 KiB the three media settings share.
+                kind: Some(prost_types::value::Kind::StringValue("x".repeat(17_000))),
             },
         )]
         .into(),
     };
-    let cases: Vec<(CreateRoomRequest, &str)> = vec![
+    let webhook_to = |end_point: &str| CreateRoomRequest {
+        webhook: Some(hook(end_point, &["*"])),
+        ..Default::default()
+    };
+    let participants = |ids: Vec<String>| CreateRoomRequest {
+        allowed_participant_ids: ids,
+        ..Default::default()
+    };
+    let distinct_events: Vec<String> = (0..33).map(|i| format!("e{i}")).collect();
+    let distinct_events: Vec<&str> = distinct_events.iter().map(String::as_str).collect();
+    let mut cases: Vec<(CreateRoomRequest, &str)> = vec![
         (custom(""), "customRoomId"),
         (custom("has space"), "customRoomId"),
         (custom(&"x".repeat(129)), "customRoomId"),
         (custom("slash/inside"), "customRoomId"),
+        // Names lookups would read as something else, or no path can reach.
+        (custom("abcd-efgh-ijkl"), "customRoomId"),
+        (custom("623d49c760a18e699abcc8a4"), "customRoomId"),
+        (custom("623D49C760A18E699ABCC8A4"), "customRoomId"),
+        (custom("."), "customRoomId"),
+        (custom(".."), "customRoomId"),
+        (custom("deactivate"), "customRoomId"),
         (
             CreateRoomRequest {
                 geo_fence: Some("mars001".into()),
@@ -444,13 +462,47 @@ async fn each_validation_error_names_its_field() {
             "allowedParticipantIds[1]",
         ),
         (
-            CreateRoomRequest {
-                allowed_participant_ids: vec!["p".into(); 1001],
-                ..Default::default()
-            },
+            participants((0..1001).map(|i| format!("p{i}")).collect()),
             "allowedParticipantIds",
         ),
+        (
+            CreateRoomRequest {
+                webhook: Some(hook("https://example.com/h", &distinct_events)),
+                ..Default::default()
+            },
+            "webhook.events",
+        ),
     ];
+    for end_point in [
+        "https://example.com/a\r\nX-Injected: 1",
+        "https://example.com/a\n",
+        "https://example.com/\0",
+        "https://exa\tmple.com/",
+        "https://example.com/a b",
+        " https://example.com/",
+        "https://example.com/\u{85}",
+        "https://user:pass@example.com/",
+        "https://user@example.com/",
+        "javascript:alert(1)",
+        "ftp://example.com/x",
+        "file:///etc/passwd",
+    ] {
+        cases.push((webhook_to(end_point), "webhook.endPoint"));
+    }
+    for id in [
+        "nul\0",
+        "line\nbreak",
+        "tab\tin",
+        "del\u{7f}",
+        "c1\u{9b}",
+        " lead",
+        "trail ",
+    ] {
+        cases.push((
+            participants(vec!["ok".into(), id.into()]),
+            "allowedParticipantIds[1]",
+        ));
+    }
     for (request, field) in cases {
         let err = create(&server, &token, request.clone()).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
@@ -547,12 +599,14 @@ async fn oversized_request_is_refused() {
 async fn huge_invalid_input_gets_a_bounded_answer() {
     let server = TestServer::start().await;
     let token = acme_token();
+    // Distinct values, since repeats are judged once; 40 KB, under the
+    // request limit.
     let request = CreateRoomRequest {
         webhook: Some(Webhook {
             end_point: "https://example.com/h".into(),
-            events: vec!["x".repeat(300); 500],
+            events: (0..100).map(|i| format!("{i:x>300}")).collect(),
         }),
-        allowed_participant_ids: vec![" padded ".into(); 1000],
+        allowed_participant_ids: (0..1000).map(|i| format!(" p{i} ")).collect(),
         ..Default::default()
     };
     let err = create(&server, &token, request).await.unwrap_err();
@@ -562,17 +616,178 @@ async fn huge_invalid_input_gets_a_bounded_answer() {
         "message is {} bytes",
         err.message().len()
     );
+    // 1 for too many events, 100 unknown events, 1000 padded ids.
     assert!(
-        err.message().ends_with("and 1490 more"),
+        err.message().ends_with("and 1091 more"),
         "{}",
         err.message()
     );
     let violations = err.get_details_bad_request().unwrap().field_violations;
     assert_eq!(violations.len(), 10);
-    assert_eq!(violations[0].field, "webhook.events[0]");
+    assert_eq!(violations[0].field, "webhook.events");
+    assert_eq!(violations[1].field, "webhook.events[0]");
 
     let long_key = "k".repeat(20_000);
     let err = get(&server, &token, &long_key).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().len() < 200, "{}", err.message());
+}
+
+/// The endpoint stored, echoed and later called is the one that was checked:
+/// the URL parser's own serialization.
+#[tokio::test]
+async fn webhook_endpoints_are_stored_normalized() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    for (i, (given, stored)) in [
+        ("HTTPS://Example.COM:443/a/../b", "https://example.com/b"),
+        ("https://example.com", "https://example.com/"),
+        (
+            "http://hooks.example.com:80/x?y=1",
+            "http://hooks.example.com/x?y=1",
+        ),
+        ("https://exämple.com/ü", "https://xn--exmple-cua.com/%C3%BC"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("normalized-{i}");
+        let request = CreateRoomRequest {
+            custom_room_id: Some(name.clone()),
+            webhook: Some(Webhook {
+                end_point: given.into(),
+                events: vec!["*".into()],
+            }),
+            ..Default::default()
+        };
+        let created = create(&server, &token, request).await.unwrap();
+        assert_eq!(created.webhook.unwrap().end_point, stored, "{given}");
+        let fetched = get(&server, &token, &name).await.unwrap();
+        assert_eq!(fetched.webhook.unwrap().end_point, stored, "{given}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_events_and_participant_ids_are_stored_once() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    let request = CreateRoomRequest {
+        custom_room_id: Some("deduped".into()),
+        webhook: Some(Webhook {
+            end_point: "https://example.com/h".into(),
+            events: ["session-ended", "*", "session-ended", "hls-*", "*"]
+                .map(String::from)
+                .into(),
+        }),
+        allowed_participant_ids: ["bob", "alice", "bob", "carol", "alice"]
+            .map(String::from)
+            .into(),
+        ..Default::default()
+    };
+    let created = create(&server, &token, request).await.unwrap();
+    let fetched = get(&server, &token, "deduped").await.unwrap();
+    assert_eq!(created, fetched);
+    assert_eq!(
+        fetched.webhook.unwrap().events,
+        ["session-ended", "*", "hls-*"]
+    );
+    assert_eq!(fetched.allowed_participant_ids, ["bob", "alice", "carol"]);
+}
+
+/// Thousands of copies of one event subscribe once. 5,000 fit in a request;
+/// 60,000 (180 KB) are refused by the request size limit before they are read.
+#[tokio::test]
+async fn thousands_of_repeated_events_are_stored_as_one() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    let stars = |n: usize| CreateRoomRequest {
+        webhook: Some(Webhook {
+            end_point: "https://example.com/h".into(),
+            events: vec!["*".into(); n],
+        }),
+        ..Default::default()
+    };
+    let room = create(&server, &token, stars(5_000)).await.unwrap();
+    assert_eq!(room.webhook.unwrap().events, ["*"]);
+    let fetched = get(&server, &token, &room.room_id).await.unwrap();
+    assert_eq!(fetched.webhook.unwrap().events, ["*"]);
+
+    match create(&server, &token, stars(60_000)).await {
+        Err(err) => assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}"),
+        // Were the request limit ever raised past it, it must still dedup.
+        Ok(room) => assert_eq!(room.webhook.unwrap().events, ["*"]),
+    }
+}
+
+/// autoStartConfig, multiComposition and allowedParticipantIds share 16 KiB of
+/// JSON: each below 8 KiB, together over it, is refused on the largest.
+#[tokio::test]
+async fn media_settings_over_16_kib_together_are_refused() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    let blob = |chars: usize| prost_types::Struct {
+        fields: [(
+            "blob".to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue("x".repeat(chars))),
+            },
+        )]
+        .into(),
+    };
+    // 25 ids of 200 characters: 5,076 bytes of JSON.
+    let ids: Vec<String> = (0..25).map(|i| format!("{i:p>200}")).collect();
+    let request = CreateRoomRequest {
+        auto_start_config: Some(blob(6_000)),
+        multi_composition: Some(blob(7_000)),
+        allowed_participant_ids: ids.clone(),
+        ..Default::default()
+    };
+    let err = create(&server, &token, request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let violations = err.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].field, "multiComposition");
+    assert_eq!(
+        violations[0].description,
+        "autoStartConfig, multiComposition and allowedParticipantIds must be at most 16384 \
+         bytes of JSON together, got 18098 (autoStartConfig 6011, multiComposition 7011, \
+         allowedParticipantIds 5076)"
+    );
+
+    // Under the limit together, the same parts are stored.
+    let request = CreateRoomRequest {
+        auto_start_config: Some(blob(6_000)),
+        multi_composition: Some(blob(5_000)),
+        allowed_participant_ids: ids,
+        ..Default::default()
+    };
+    let room = create(&server, &token, request).await.unwrap();
+    assert_eq!(room.allowed_participant_ids.len(), 25);
+}
+
+/// The names that stay allowed are reachable by their REST path, including
+/// ones close to the reserved ones.
+#[tokio::test]
+async fn accepted_custom_room_ids_are_reachable_by_path() {
+    let server = TestServer::start().await;
+    let token = acme_token();
+    for name in [
+        "validate",
+        "...",
+        "Deactivate",
+        "ABCD-EFGH-IJKL",
+        "623d49c760a18e699abcc8a",
+    ] {
+        let room = create(&server, &token, custom(name)).await.unwrap();
+        let reply = server
+            .http()
+            .get(format!("{}/v2/rooms/{name}", server.url()))
+            .header("authorization", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{name}");
+        let body: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(body["roomId"], room.room_id.as_str(), "{name}");
+    }
 }
