@@ -145,6 +145,15 @@ impl ApiError {
         api
     }
 
+    /// The body did not arrive within the server's deadline.
+    pub fn body_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "request body not received in time",
+        )
+    }
+
     /// 503 from `/readyz`.
     pub fn not_ready() -> ApiError {
         ApiError::new(

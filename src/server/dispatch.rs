@@ -1,6 +1,7 @@
-//! What happens to each request before a transport sees it: it is sent to
-//! gRPC or to the REST gateway, refused at once when the server is full,
-//! given a deadline for its body, and (gRPC) held to the client's deadline.
+//! What happens to each request before a transport sees it: it is admitted
+//! or refused at once when the server is full, its body is read in full
+//! within a deadline, it is sent to gRPC or to the REST gateway, and (gRPC)
+//! it is held to the client's deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,8 +17,9 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
@@ -27,6 +29,11 @@ use crate::gateway::ApiError;
 /// A request's body must have arrived in full within this long of its
 /// headers; a stream that stalls is failed and its resources freed.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body read before a handler runs: the largest message
+/// any service accepts (64 KiB) plus gRPC's 5-byte frame header.
+const MAX_BODY_BYTES: usize = 64 * 1024 + 5;
+/// How long a refused call's body is drained before the refusal is sent.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The two transports and the bound on calls in flight, shared by every
 /// connection.
@@ -38,53 +45,176 @@ pub struct Dispatch {
     pub in_flight: Arc<Semaphore>,
 }
 
-impl ConnectionService for Dispatch {
-    type Service = tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+/// The hyper service of one connection.
+#[derive(Clone)]
+pub struct ConnectionDispatch {
+    dispatch: Dispatch,
+    /// Set at the connection's first request (see `listener`).
+    first_request: Arc<AtomicBool>,
+}
 
-    fn for_connection(&self, first_request: Arc<AtomicBool>) -> Self::Service {
-        let dispatch = self.clone();
-        tower::util::BoxCloneSyncService::new(tower::service_fn(move |request| {
-            first_request.store(true, Ordering::Relaxed);
-            let dispatch = dispatch.clone();
-            async move { Ok::<_, Infallible>(dispatch.handle(request).await) }
-        }))
+impl ConnectionService for Dispatch {
+    type Service = ConnectionDispatch;
+
+    fn for_connection(&self, first_request: Arc<AtomicBool>) -> ConnectionDispatch {
+        ConnectionDispatch {
+            dispatch: self.clone(),
+            first_request,
+        }
+    }
+}
+
+/// Whether a call may run.
+enum Admission {
+    /// Holds one of the in-flight permits until the call is answered.
+    Admitted(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Health checks run whatever the load: an orchestrator that saw them
+    /// fail under load would restart a server that is merely busy.
+    Exempt,
+    Refused,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    /// Runs as soon as hyper has read a request's headers, before the call's
+    /// task is scheduled: admission is decided here, so a server that is full
+    /// refuses at once instead of queueing calls in the runtime.
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.first_request.store(true, Ordering::Relaxed);
+        let admission = if is_health_check(&request) {
+            Admission::Exempt
+        } else {
+            match self.dispatch.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Admission::Admitted(permit),
+                Err(_) => Admission::Refused,
+            }
+        };
+        let dispatch = self.dispatch.clone();
+        Box::pin(async move { Ok(dispatch.handle(request, admission).await) })
     }
 }
 
 impl Dispatch {
-    async fn handle(self, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(self, request: Request<Incoming>, admission: Admission) -> Response<Body> {
         let grpc = is_grpc(&request);
-        // Health checks are never shed: an orchestrator that sees them fail
-        // under load would restart a server that is merely busy.
-        let _permit = if is_health_check(&request) {
-            None
-        } else {
-            match self.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => return overloaded(grpc),
-            }
-        };
-        let request = request.map(|body| Body::new(DeadlineBody::new(body, BODY_TIMEOUT)));
-        if !grpc {
-            return answer(self.rest.oneshot(request).await);
+        if let Admission::Refused = admission {
+            // Answering before the body has arrived makes HTTP/2 reset the
+            // stream, and a flood of such resets makes hyper close the whole
+            // connection ("too many internal resets"): read the (small) body
+            // first, briefly.
+            let (_, body) = request.into_parts();
+            let _ =
+                tokio::time::timeout(DRAIN_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
+                    .await;
+            return overloaded(grpc);
         }
-        match grpc_timeout(request.headers()) {
-            None => answer(self.grpc.oneshot(request).await),
-            Some(Err(())) => grpc_refusal(tonic::Status::invalid_argument(
-                "malformed grpc-timeout header",
-            )),
-            Some(Ok(limit)) if limit.is_zero() => grpc_refusal(tonic::Status::deadline_exceeded(
-                "the call's deadline had passed when it arrived",
-            )),
-            Some(Ok(limit)) => {
-                match tokio::time::timeout(limit, self.grpc.oneshot(request)).await {
-                    Ok(response) => answer(response),
-                    Err(_) => grpc_refusal(tonic::Status::deadline_exceeded(
-                        "the call's deadline passed",
-                    )),
+        // Reflection is a bidirectional stream (grpcurl keeps sending on
+        // it): its body is read as it comes, within the same total deadline.
+        if is_reflection(&request) {
+            let request = request.map(|body| Body::new(DeadlineBody::new(body, BODY_TIMEOUT)));
+            return answer(self.grpc.oneshot(request).await);
+        }
+        // The client's deadline covers the whole call, the body's arrival
+        // included.
+        let deadline = if grpc {
+            match grpc_timeout(request.headers()) {
+                None => None,
+                Some(Err(())) => {
+                    return grpc_refusal(tonic::Status::invalid_argument(
+                        "malformed grpc-timeout header",
+                    ));
                 }
+                Some(Ok(limit)) if limit.is_zero() => {
+                    return grpc_refusal(tonic::Status::deadline_exceeded(
+                        "the call's deadline had passed when it arrived",
+                    ));
+                }
+                Some(Ok(limit)) => Some(tokio::time::Instant::now() + limit),
+            }
+        } else {
+            None
+        };
+        let call = async move {
+            // Everything but reflection is unary: read the whole body before
+            // any handler runs, so that no handler answers (and resets the
+            // stream) while the client is still sending, and a stalled body
+            // ties up no handler.
+            let (parts, body) = request.into_parts();
+            let body = match read_body(body).await {
+                Ok(bytes) => bytes,
+                Err(problem) => return problem.answer(grpc),
+            };
+            let request = Request::from_parts(parts, Body::from(body));
+            let router = if grpc { self.grpc } else { self.rest };
+            answer(router.oneshot(request).await)
+        };
+        match deadline {
+            None => call.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                Ok(response) => response,
+                Err(_) => grpc_refusal(tonic::Status::deadline_exceeded(
+                    "the call's deadline passed",
+                )),
+            },
+        }
+    }
+}
+
+/// Why a request body could not be read.
+enum BodyProblem {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+impl BodyProblem {
+    fn answer(self, grpc: bool) -> Response<Body> {
+        match (self, grpc) {
+            (BodyProblem::TooLarge, true) => {
+                grpc_refusal(tonic::Status::resource_exhausted(format!(
+                    "request message too large: at most {} bytes",
+                    MAX_BODY_BYTES - 5
+                )))
+            }
+            (BodyProblem::TooLarge, false) => ApiError::payload_too_large().into_response(),
+            (BodyProblem::TimedOut, true) => {
+                grpc_refusal(tonic::Status::deadline_exceeded(format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                )))
+            }
+            (BodyProblem::TimedOut, false) => ApiError::body_timeout().into_response(),
+            (BodyProblem::Broken, true) => {
+                grpc_refusal(tonic::Status::cancelled("request body was not completed"))
+            }
+            (BodyProblem::Broken, false) => {
+                ApiError::invalid("body", "could not read the request body").into_response()
             }
         }
+    }
+}
+
+/// Reads a whole body: at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`]
+/// however slowly it trickles in.
+async fn read_body(body: Incoming) -> Result<Bytes, BodyProblem> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(BodyProblem::TooLarge);
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => Err(BodyProblem::TimedOut),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyProblem::TooLarge),
+        Ok(Err(_)) => Err(BodyProblem::Broken),
     }
 }
 
@@ -103,6 +233,10 @@ pub fn is_grpc<B>(request: &Request<B>) -> bool {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn is_reflection<B>(request: &Request<B>) -> bool {
+    request.uri().path().starts_with("/grpc.reflection.")
 }
 
 fn is_health_check<B>(request: &Request<B>) -> bool {

@@ -15,7 +15,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -54,7 +53,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Makes the service for one connection; `first_request` is set by that
 /// service when the connection's first request arrives.
 pub trait ConnectionService: Clone + Send + 'static {
-    type Service: tower::Service<
+    type Service: hyper::service::Service<
             Request<Incoming>,
             Response = Response<axum::body::Body>,
             Error = Infallible,
@@ -117,7 +116,7 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _alive = alive;
             let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             let mut connection = std::pin::pin!(connection);
             let first_request_deadline = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);

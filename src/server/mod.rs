@@ -63,7 +63,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_in_flight: 1024,
+            max_in_flight: 256,
             max_rooms_per_account: 1_000_000,
         }
     }

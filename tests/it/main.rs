@@ -5,6 +5,7 @@ mod harness;
 mod input_properties;
 mod redis_harness;
 
+mod attacks;
 mod auth;
 mod cli;
 mod error_size;
