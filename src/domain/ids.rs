@@ -13,7 +13,8 @@ const ROOM_ID_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 ///
 /// It is a 62-bit number written in base 36, which lets the 24-hex document
 /// id carry it (see [`DocumentId::for_room`]) so that no id index is needed.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct RoomId(String);
 
 impl RoomId {
@@ -120,7 +121,10 @@ impl fmt::Display for DocumentId {
 const RESERVED_NAMES: [&str; 1] = ["deactivate"];
 
 /// A caller-chosen room name, unique within one account.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(
+    Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct CustomRoomId(String);
 
 impl CustomRoomId {
@@ -171,7 +175,10 @@ impl fmt::Display for CustomRoomId {
 }
 
 /// The account that owns rooms: 24 lowercase hex characters.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(
+    Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct UserId(String);
 
 impl UserId {
@@ -197,6 +204,50 @@ impl UserId {
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// Stored forms (sessions keep their room's ids) are read back through the
+// same parsers as outside input.
+impl From<RoomId> for String {
+    fn from(id: RoomId) -> String {
+        id.0
+    }
+}
+
+impl TryFrom<String> for RoomId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<RoomId, String> {
+        RoomId::parse(&s).ok_or_else(|| format!("{s:?} is not a roomId"))
+    }
+}
+
+impl From<CustomRoomId> for String {
+    fn from(id: CustomRoomId) -> String {
+        id.0
+    }
+}
+
+impl TryFrom<String> for CustomRoomId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<CustomRoomId, String> {
+        CustomRoomId::parse(&s).map_err(str::to_owned)
+    }
+}
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> String {
+        id.0
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<UserId, String> {
+        UserId::parse(&s).map_err(str::to_owned)
     }
 }
 

@@ -4,6 +4,7 @@
 mod ids;
 mod page;
 mod room;
+mod session;
 
 pub use ids::{CustomRoomId, DocumentId, RoomId, UserId};
 pub use page::Paging;
@@ -11,6 +12,7 @@ pub use room::{
     AutoCloseConfig, AutoCloseParams, AutoCloseType, CreateRoomParams, GeoFence, Room,
     RoomSettings, RoomSpec, RoomStatus, WEBHOOK_EVENTS, Webhook, WebhookParams,
 };
+pub use session::{EndReason, Participant, Session, SessionId, SessionRules, TimeLog};
 
 use jiff::Timestamp;
 

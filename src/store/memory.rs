@@ -7,8 +7,11 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{CreateOutcome, RoomKey, Store, StoreError};
-use crate::domain::{CustomRoomId, Room, RoomId, UserId};
+use super::{
+    CreateOutcome, DueSession, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus,
+    SessionStore, Store, StoreError, Versioned,
+};
+use crate::domain::{CustomRoomId, Room, RoomId, Session, SessionId, UserId};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -22,6 +25,16 @@ struct Inner {
     accounts: HashMap<UserId, AccountRooms>,
     /// Every roomId ever stored: roomIds are unique across the deployment.
     taken_room_ids: HashSet<RoomId>,
+    /// Sessions live under the same lock as rooms, so a session write and
+    /// the room's disabled flag change in one step.
+    sessions: HashMap<(UserId, SessionId), Versioned<Session>>,
+    /// Listing indexes: (start ms, sessionId), read backwards for newest first.
+    sessions_by_account: HashMap<UserId, BTreeSet<(i64, SessionId)>>,
+    sessions_by_room: HashMap<(UserId, RoomId), BTreeSet<(i64, SessionId)>>,
+    /// The deadline index: (due ms, account, session), and each entry's key
+    /// by session.
+    due: BTreeSet<(i64, UserId, SessionId)>,
+    due_of: HashMap<(UserId, SessionId), i64>,
 }
 
 #[derive(Default)]
@@ -45,6 +58,7 @@ impl Store for MemoryStore {
         let Inner {
             accounts,
             taken_room_ids,
+            ..
         } = &mut *inner;
         let account = accounts.entry(room.user_id.clone()).or_default();
         if let Some(existing) = room
@@ -142,6 +156,189 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn latest_session(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Option<Versioned<Session>>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        let latest = inner
+            .sessions_by_room
+            .get(&(user_id.clone(), room_id.clone()))
+            .and_then(|set| set.iter().next_back())
+            .and_then(|(_, id)| inner.sessions.get(&(user_id.clone(), id.clone())))
+            .cloned();
+        Ok(latest)
+    }
+
+    async fn get_session(
+        &self,
+        user_id: &UserId,
+        session_id: &SessionId,
+    ) -> Result<Option<Versioned<Session>>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner
+            .sessions
+            .get(&(user_id.clone(), session_id.clone()))
+            .cloned())
+    }
+
+    async fn save_session(&self, save: SaveSession<'_>) -> Result<SaveOutcome, StoreError> {
+        let session = save.session;
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        let inner = &mut *inner;
+        let Some(room) = inner
+            .accounts
+            .get_mut(&session.user_id)
+            .and_then(|account| account.rooms.get_mut(&session.room_id))
+        else {
+            return Ok(SaveOutcome::RoomMissing);
+        };
+        let key = (session.user_id.clone(), session.id.clone());
+        let room_key = (session.user_id.clone(), session.room_id.clone());
+        let current = inner.sessions.get(&key).map(|v| v.version);
+        match (save.expected_version, current) {
+            (None, None) => {
+                let latest = inner
+                    .sessions_by_room
+                    .get(&room_key)
+                    .and_then(|set| set.iter().next_back())
+                    .map(|(_, id)| id);
+                if latest != save.expected_latest {
+                    return Ok(SaveOutcome::Conflict);
+                }
+            }
+            (Some(expected), Some(current)) if expected == current => {}
+            _ => return Ok(SaveOutcome::Conflict),
+        }
+        if save.require_room_enabled && room.disabled {
+            return Ok(SaveOutcome::RoomDisabled);
+        }
+        if save.disable_room && !room.disabled {
+            room.disabled = true;
+            room.updated_at = room.updated_at.max(save.now);
+        }
+        let version = current.unwrap_or(0) + 1;
+        let start = session.start.as_millisecond();
+        inner
+            .sessions_by_account
+            .entry(session.user_id.clone())
+            .or_default()
+            .insert((start, session.id.clone()));
+        inner
+            .sessions_by_room
+            .entry(room_key)
+            .or_default()
+            .insert((start, session.id.clone()));
+        // Exact here, since it is written under the same lock.
+        if let Some(old) = inner.due_of.remove(&key) {
+            inner
+                .due
+                .remove(&(old, session.user_id.clone(), session.id.clone()));
+        }
+        if session.is_ongoing() {
+            let due = session.due().0.as_millisecond();
+            inner
+                .due
+                .insert((due, session.user_id.clone(), session.id.clone()));
+            inner.due_of.insert(key.clone(), due);
+        }
+        inner.sessions.insert(
+            key,
+            Versioned {
+                value: session.clone(),
+                version,
+            },
+        );
+        Ok(SaveOutcome::Saved { version })
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: &UserId,
+        filter: &SessionFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Session>, usize), StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        let empty = BTreeSet::new();
+        let index = match &filter.room_id {
+            Some(room_id) => inner
+                .sessions_by_room
+                .get(&(user_id.clone(), room_id.clone()))
+                .unwrap_or(&empty),
+            None => inner.sessions_by_account.get(user_id).unwrap_or(&empty),
+        };
+        let matching: Vec<&Session> = index
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| inner.sessions.get(&(user_id.clone(), id.clone())))
+            .map(|v| &v.value)
+            .filter(|s| match filter.status {
+                None => true,
+                Some(SessionStatus::Ongoing) => s.is_ongoing(),
+                Some(SessionStatus::Ended) => !s.is_ongoing(),
+            })
+            .collect();
+        let total = matching.len();
+        let page = matching
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok((page, total))
+    }
+
+    async fn due_sessions(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueSession>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        let now = now.as_millisecond();
+        Ok(inner
+            .due
+            .iter()
+            .take_while(|(due, _, _)| *due <= now)
+            .take(limit)
+            .map(|(due, user_id, session_id)| DueSession {
+                user_id: user_id.clone(),
+                session_id: session_id.clone(),
+                due: Timestamp::from_millisecond(*due).unwrap_or(Timestamp::MIN),
+                entry: due.to_string(),
+            })
+            .collect())
+    }
+
+    async fn settle_due(
+        &self,
+        due: &DueSession,
+        next: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        let read = (
+            due.entry.parse::<i64>().unwrap_or(i64::MIN),
+            due.user_id.clone(),
+            due.session_id.clone(),
+        );
+        // Changed since it was read: the writer's entry stands.
+        if !inner.due.remove(&read) {
+            return Ok(());
+        }
+        let key = (read.1, read.2);
+        inner.due_of.remove(&key);
+        if let Some(next) = next {
+            let next = next.as_millisecond();
+            inner.due.insert((next, key.0.clone(), key.1.clone()));
+            inner.due_of.insert(key, next);
+        }
         Ok(())
     }
 }

@@ -1,12 +1,17 @@
-//! Storage of rooms behind one async trait, so the service logic runs the same
-//! on the embedded in-memory store and on Redis. Every implementation must
-//! pass the conformance suite in `tests/store_conformance.rs`.
+//! Storage behind one async trait per concept, rooms ([`Store`]) and
+//! sessions ([`SessionStore`]), so the service logic runs the same on the
+//! embedded in-memory store and on Redis. Every implementation must pass the
+//! conformance suite in `tests/it/store_conformance.rs`.
 
 mod memory;
 pub mod redis;
+mod sessions;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
+pub use sessions::{
+    DueSession, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore, Versioned,
+};
 
 use async_trait::async_trait;
 use jiff::Timestamp;

@@ -8,8 +8,8 @@
 use jiff::Timestamp;
 use redis::Value;
 
-use crate::domain::{CustomRoomId, Room, RoomId, RoomSettings, UserId};
-use crate::store::{CreateOutcome, StoreError};
+use crate::domain::{CustomRoomId, Room, RoomId, RoomSettings, Session, SessionId, UserId};
+use crate::store::{CreateOutcome, DueSession, SaveOutcome, SessionStatus, StoreError, Versioned};
 
 /// Created-at, unix ms. Always present.
 const CREATED_AT: &str = "t";
@@ -21,6 +21,122 @@ const CUSTOM_ROOM_ID: &str = "c";
 const DISABLED: &str = "d";
 /// [`RoomSettings`] as JSON; absent when every setting is unset.
 const SETTINGS: &str = "s";
+
+/// How many sorted sets the deadline index is spread over.
+pub(super) const DUE_SHARDS: usize = 16;
+
+/// The deadline index member of a session: `<userId>/<sessionId>`.
+pub(super) fn due_member(user_id: &UserId, session_id: &SessionId) -> String {
+    format!("{user_id}/{session_id}")
+}
+
+/// A deadline index member and its score, as `ZRANGEBYSCORE ... WITHSCORES`
+/// gives them.
+pub(super) fn decode_due(member: &str, score: &str) -> Result<DueSession, StoreError> {
+    let (user, session) = member
+        .split_once('/')
+        .ok_or_else(|| corrupt(format!("deadline entry {member:?} has no '/'")))?;
+    let user_id =
+        UserId::parse(user).map_err(|e| corrupt(format!("deadline entry {member:?}: {e}")))?;
+    let session_id = SessionId::parse(session)
+        .ok_or_else(|| corrupt(format!("deadline entry {member:?}: bad sessionId")))?;
+    let ms: f64 = score
+        .parse()
+        .map_err(|_| corrupt(format!("deadline entry {member:?}: score {score:?}")))?;
+    let due = Timestamp::from_millisecond(ms as i64)
+        .map_err(|e| corrupt(format!("deadline entry {member:?}: {e}")))?;
+    Ok(DueSession {
+        user_id,
+        session_id,
+        due,
+        entry: score.to_owned(),
+    })
+}
+
+/// `{sessionId, json, version}` of the session scripts, or nil.
+pub(super) fn decode_session_entry(
+    user_id: &UserId,
+    reply: Value,
+) -> Result<Option<Versioned<Session>>, StoreError> {
+    if reply == Value::Nil {
+        return Ok(None);
+    }
+    let [id, json, version] = <[Value; 3]>::try_from(array(reply, "session entry")?)
+        .map_err(|items| corrupt(format!("session entry has {} items, not 3", items.len())))?;
+    let id = text(id, "sessionId")?;
+    decode_session(user_id, &id, json, version).map(Some)
+}
+
+/// A session hash's `j` and `v` fields.
+pub(super) fn decode_session(
+    user_id: &UserId,
+    id: &str,
+    json: Value,
+    version: Value,
+) -> Result<Versioned<Session>, StoreError> {
+    if json == Value::Nil {
+        return Err(corrupt(format!(
+            "session {id} is indexed but its hash is missing"
+        )));
+    }
+    let json = text(json, "session json")?;
+    let value: Session =
+        serde_json::from_str(&json).map_err(|e| corrupt(format!("session {id}: {e}")))?;
+    if value.user_id != *user_id || value.id.as_str() != id {
+        return Err(corrupt(format!(
+            "session {id} is stored under another name"
+        )));
+    }
+    let version = text(version, "session version")?
+        .parse()
+        .map_err(|_| corrupt(format!("session {id}: version is not a number")))?;
+    Ok(Versioned { value, version })
+}
+
+/// The reply of `session_save.lua`.
+pub(super) fn decode_save(reply: Value) -> Result<SaveOutcome, StoreError> {
+    let mut items = array(reply, "save reply")?.into_iter();
+    let tag = items
+        .next()
+        .ok_or_else(|| corrupt("empty save reply"))
+        .and_then(|v| text(v, "save reply tag"))?;
+    match tag.as_str() {
+        "saved" => match items.next() {
+            Some(Value::Int(v)) if v > 0 => Ok(SaveOutcome::Saved { version: v as u64 }),
+            other => Err(corrupt(format!("save reply version {other:?}"))),
+        },
+        "conflict" => Ok(SaveOutcome::Conflict),
+        "room-disabled" => Ok(SaveOutcome::RoomDisabled),
+        "room-missing" => Ok(SaveOutcome::RoomMissing),
+        other => Err(corrupt(format!("unknown save reply {other:?}"))),
+    }
+}
+
+/// The reply of `session_list.lua`.
+pub(super) fn decode_session_page(
+    user_id: &UserId,
+    reply: Value,
+) -> Result<(Vec<Session>, usize), StoreError> {
+    let [total, page] = <[Value; 2]>::try_from(array(reply, "session list reply")?)
+        .map_err(|items| corrupt(format!("session list has {} items, not 2", items.len())))?;
+    let total = match total {
+        Value::Int(n) => usize::try_from(n).map_err(|_| corrupt(format!("session count {n}")))?,
+        other => {
+            return Err(corrupt(format!(
+                "session count is not an integer: {other:?}"
+            )));
+        }
+    };
+    let sessions = array(page, "session page")?
+        .into_iter()
+        .map(|entry| {
+            decode_session_entry(user_id, entry)?
+                .map(|v| v.value)
+                .ok_or_else(|| corrupt("empty session entry"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((sessions, total))
+}
 
 /// Key names. Every key of one account carries `{userId}` as its Redis Cluster
 /// hash tag, so one script may touch all of them without CROSSSLOT errors.
@@ -43,6 +159,53 @@ impl Keys {
     /// `P{U}:cid`, customRoomId → roomId.
     pub(super) fn custom_ids(&self, user_id: &UserId) -> String {
         format!("{}{{{user_id}}}:cid", self.prefix)
+    }
+
+    /// `P{U}:`, the start of every key of the account, for scripts that
+    /// build sibling keys.
+    pub(super) fn account(&self, user_id: &UserId) -> String {
+        format!("{}{{{user_id}}}:", self.prefix)
+    }
+
+    /// `P{U}:session:<sessionId>`, a session hash (`j` JSON, `v` version,
+    /// `st` state).
+    pub(super) fn session(&self, user_id: &UserId, session_id: &SessionId) -> String {
+        format!("{}session:{session_id}", self.account(user_id))
+    }
+
+    /// `P{U}:sessions`, `P{U}:sessions:ongoing`, `P{U}:sessions:ended`:
+    /// sessionIds scored by start ms.
+    pub(super) fn sessions(&self, user_id: &UserId, status: Option<SessionStatus>) -> String {
+        let suffix = match status {
+            None => "",
+            Some(SessionStatus::Ongoing) => ":ongoing",
+            Some(SessionStatus::Ended) => ":ended",
+        };
+        format!("{}sessions{suffix}", self.account(user_id))
+    }
+
+    /// `P{U}:rsessions:<roomId>`, the room's sessionIds scored by start ms.
+    pub(super) fn room_sessions(&self, user_id: &UserId, room_id: &RoomId) -> String {
+        format!("{}rsessions:{room_id}", self.account(user_id))
+    }
+
+    /// `P{U}:live:<roomId>`, the running session's id, expiring at its due time.
+    pub(super) fn live(&self, user_id: &UserId, room_id: &RoomId) -> String {
+        format!("{}live:{room_id}", self.account(user_id))
+    }
+
+    /// `P{sweep-N}:due`, one of [`DUE_SHARDS`] deadline-index shards; a
+    /// session's shard follows from its id, and each shard's hash tag puts it
+    /// on its own slot, spread over the cluster's primaries.
+    pub(super) fn due_shard(&self, shard: usize) -> String {
+        format!("{}{{sweep-{shard}}}:due", self.prefix)
+    }
+
+    pub(super) fn due_shard_of(&self, session_id: &SessionId) -> String {
+        let sum = session_id.as_str().bytes().fold(0usize, |acc, b| {
+            acc.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.due_shard(sum % DUE_SHARDS)
     }
 
     /// `P{U}:rooms`, roomIds scored by created-at ms.

@@ -30,8 +30,11 @@ use tokio::task::AbortHandle;
 
 use self::codec::Keys;
 use self::eviction::{EvictionGuard, NodePolicy};
-use super::{CreateOutcome, RoomKey, Store, StoreError};
-use crate::domain::{Room, RoomId, UserId};
+use super::{
+    CreateOutcome, DueSession, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus,
+    SessionStore, Store, StoreError, Versioned,
+};
+use crate::domain::{Room, RoomId, Session, SessionId, UserId};
 
 /// The longest a store call may take, including reconnects and cluster
 /// redirects, so that a stopped or hung Redis fails a request within a second.
@@ -113,6 +116,10 @@ struct Scripts {
     get: Script,
     list: Script,
     set_disabled: Script,
+    session_save: Script,
+    session_latest: Script,
+    session_list: Script,
+    due_settle: Script,
 }
 
 impl RedisStore {
@@ -136,6 +143,10 @@ impl RedisStore {
                 get: Script::new(include_str!("scripts/get.lua")),
                 list: Script::new(include_str!("scripts/list.lua")),
                 set_disabled: Script::new(include_str!("scripts/set_disabled.lua")),
+                session_save: Script::new(include_str!("scripts/session_save.lua")),
+                session_latest: Script::new(include_str!("scripts/session_latest.lua")),
+                session_list: Script::new(include_str!("scripts/session_list.lua")),
+                due_settle: Script::new(include_str!("scripts/due_settle.lua")),
             },
             link,
             eviction,
@@ -189,6 +200,171 @@ impl RedisStore {
             reply
         };
         within_deadline(call).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn latest_session(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Option<Versioned<Session>>, StoreError> {
+        let mut invocation = self.scripts.session_latest.prepare_invoke();
+        invocation
+            .key(self.keys.room_sessions(user_id, room_id))
+            .arg(self.keys.account(user_id));
+        let reply = self.invoke(&invocation).await?;
+        codec::decode_session_entry(user_id, reply)
+    }
+
+    async fn get_session(
+        &self,
+        user_id: &UserId,
+        session_id: &SessionId,
+    ) -> Result<Option<Versioned<Session>>, StoreError> {
+        let mut connection = self.connection()?;
+        let mut command = redis::cmd("HMGET");
+        command
+            .arg(self.keys.session(user_id, session_id))
+            .arg("j")
+            .arg("v");
+        let reply: Vec<Value> = within_deadline(command.query_async(&mut connection)).await?;
+        let [json, version] = <[Value; 2]>::try_from(reply)
+            .map_err(|_| StoreError::Corrupt("HMGET answered the wrong count".into()))?;
+        if json == Value::Nil {
+            return Ok(None);
+        }
+        codec::decode_session(user_id, session_id.as_str(), json, version).map(Some)
+    }
+
+    async fn save_session(&self, save: SaveSession<'_>) -> Result<SaveOutcome, StoreError> {
+        let session = save.session;
+        let user_id = &session.user_id;
+        let due = session.due().0.as_millisecond();
+        if session.is_ongoing() {
+            // The deadline index is on another slot: lower its entry first
+            // (LT never raises it), so that a crash after the save leaves an
+            // entry that is early, never late.
+            let mut connection = self.connection()?;
+            let mut lower = redis::cmd("ZADD");
+            lower
+                .arg(self.keys.due_shard_of(&session.id))
+                .arg("LT")
+                .arg(due)
+                .arg(codec::due_member(user_id, &session.id));
+            within_deadline(lower.query_async::<Value>(&mut connection)).await?;
+        }
+        let json = serde_json::to_string(session)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode session: {e}")))?;
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut invocation = self.scripts.session_save.prepare_invoke();
+        invocation
+            .key(self.keys.session(user_id, &session.id))
+            .key(self.keys.room(user_id, &session.room_id))
+            .key(self.keys.sessions(user_id, None))
+            .key(self.keys.sessions(user_id, Some(SessionStatus::Ongoing)))
+            .key(self.keys.sessions(user_id, Some(SessionStatus::Ended)))
+            .key(self.keys.room_sessions(user_id, &session.room_id))
+            .key(self.keys.live(user_id, &session.room_id))
+            .arg(session.id.as_str())
+            .arg(
+                save.expected_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(
+                save.expected_latest
+                    .map(|id| id.as_str())
+                    .unwrap_or_default(),
+            )
+            .arg(json)
+            .arg(session.start.as_millisecond())
+            .arg(if session.is_ongoing() { "o" } else { "e" })
+            .arg(due)
+            .arg(flag(save.require_room_enabled))
+            .arg(flag(save.disable_room))
+            .arg(save.now.as_millisecond());
+        let reply = self.invoke(&invocation).await?;
+        codec::decode_save(reply)
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: &UserId,
+        filter: &SessionFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Session>, usize), StoreError> {
+        let (key, status) = match (&filter.room_id, filter.status) {
+            (Some(room_id), status) => (self.keys.room_sessions(user_id, room_id), status),
+            (None, status) => (self.keys.sessions(user_id, status), None),
+        };
+        let status = match status {
+            None => "",
+            Some(SessionStatus::Ongoing) => "o",
+            Some(SessionStatus::Ended) => "e",
+        };
+        let mut invocation = self.scripts.session_list.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(offset)
+            .arg(limit.max(1))
+            .arg(status)
+            .arg(self.keys.account(user_id));
+        let reply = self.invoke(&invocation).await?;
+        let (sessions, total) = codec::decode_session_page(user_id, reply)?;
+        let sessions = if limit == 0 { Vec::new() } else { sessions };
+        Ok((sessions, total))
+    }
+
+    async fn due_sessions(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueSession>, StoreError> {
+        let mut connection = self.connection()?;
+        let now = now.as_millisecond();
+        let mut due = Vec::new();
+        // One read per shard: each shard is on its own slot, hence possibly
+        // its own primary. Sixteen small reads per sweep.
+        for shard in 0..codec::DUE_SHARDS {
+            let mut command = redis::cmd("ZRANGEBYSCORE");
+            command
+                .arg(self.keys.due_shard(shard))
+                .arg("-inf")
+                .arg(now)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+            let entries: Vec<(String, String)> =
+                within_deadline(command.query_async(&mut connection)).await?;
+            for (member, score) in entries {
+                due.push(codec::decode_due(&member, &score)?);
+            }
+        }
+        due.sort_by_key(|d| d.due);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn settle_due(
+        &self,
+        due: &DueSession,
+        next: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.due_settle.prepare_invoke();
+        invocation
+            .key(self.keys.due_shard_of(&due.session_id))
+            .arg(codec::due_member(&due.user_id, &due.session_id))
+            .arg(&due.entry)
+            .arg(
+                next.map(|t| t.as_millisecond().to_string())
+                    .unwrap_or_default(),
+            );
+        self.invoke(&invocation).await?;
+        Ok(())
     }
 }
 
