@@ -31,7 +31,8 @@ use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
 use roomservice::server::{self, App, Limits};
-use roomservice::store::{MemoryStore, RedisConfig, RedisStore, Store};
+use roomservice::service::{SessionConfig, SystemClock};
+use roomservice::store::{MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -263,16 +264,26 @@ fn start_server(args: &Args) -> String {
                 .await
                 .expect("bind 127.0.0.1:0");
             let addr = listener.local_addr().expect("bound");
-            let store: Arc<dyn Store> = match redis_url {
-                Some(url) => Arc::new(RedisStore::new(RedisConfig {
-                    urls: vec![url],
-                    prefix: redis_prefix(),
-                    ..RedisConfig::default()
-                })),
-                None => Arc::new(MemoryStore::new()),
+            let (store, sessions): (Arc<dyn Store>, Arc<dyn SessionStore>) = match redis_url {
+                Some(url) => {
+                    let store = Arc::new(RedisStore::new(RedisConfig {
+                        urls: vec![url],
+                        prefix: redis_prefix(),
+                        ..RedisConfig::default()
+                    }));
+                    (store.clone(), store)
+                }
+                None => {
+                    let store = Arc::new(MemoryStore::new());
+                    (store.clone(), store)
+                }
             };
             let app = App {
                 store,
+                sessions,
+                session_config: SessionConfig::default(),
+                clock: Arc::new(SystemClock),
+                sweeper: true,
                 verifier: Arc::new(Verifier::new(keyring, false)),
                 public_url: PublicUrl::parse(&format!("http://{addr}")).expect("a URL"),
                 cors: CorsOrigins::None,

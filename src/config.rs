@@ -127,6 +127,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_MAX_TOKEN_LIFETIME", default_value = "366d", value_parser = parse_duration)]
     pub max_token_lifetime: std::time::Duration,
 
+    /// Sessions of rooms without autoCloseConfig end after this many minutes.
+    #[arg(long, env = "ROOMSERVICE_MAX_SESSION_MINUTES", default_value = "480", value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    pub max_session_minutes: u32,
+
+    /// A session whose last participant left ends when nobody has come back
+    /// within this long (e.g. 60s, 5m).
+    #[arg(long, env = "ROOMSERVICE_EMPTY_SESSION_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub empty_session_grace: std::time::Duration,
+
     /// Accept tokens without an `exp` claim (they never expire).
     #[arg(long, env = "ROOMSERVICE_ALLOW_LEGACY_TOKENS")]
     pub allow_legacy_tokens: bool,

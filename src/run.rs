@@ -2,6 +2,7 @@
 //! gracefully on SIGINT/SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -11,8 +12,9 @@ use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
 use crate::server::{self, App, Limits};
+use crate::service::{SessionConfig, SystemClock};
 use crate::store::redis::redacted;
-use crate::store::{MemoryStore, RedisConfig, RedisStore, Store};
+use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let keyring = match args.keys.load()? {
@@ -60,7 +62,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let cors = CorsOrigins::parse(args.cors_origins.as_deref().unwrap_or_default())
         .map_err(|e| format!("--cors-origins: {e}"))?;
 
-    let store = open_store(&args)?;
+    let (store, sessions) = open_store(&args)?;
 
     let app = App {
         store,
@@ -70,6 +72,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         ),
         public_url,
         cors,
+        sessions,
+        session_config: SessionConfig {
+            max_session: Duration::from_secs(60 * u64::from(args.max_session_minutes)),
+            empty_grace: args.empty_session_grace,
+        },
+        clock: Arc::new(SystemClock),
+        sweeper: true,
         limits: Limits {
             max_in_flight: args.max_in_flight as usize,
             max_rooms_per_account: args.max_rooms_per_account,
@@ -99,12 +108,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
+/// The store, as its two concepts: rooms and sessions live in one backend.
+type Stores = (Arc<dyn Store>, Arc<dyn SessionStore>);
+
+fn open_store(args: &ServeArgs) -> Result<Stores, String> {
     let Some(urls) = &args.redis_url else {
         tracing::warn!(
             "storage: embedded in-memory store; rooms live in this process only and are lost on exit"
         );
-        return Ok(Arc::new(MemoryStore::new()));
+        let store = Arc::new(MemoryStore::new());
+        return Ok((store.clone(), store));
     };
     let urls: Vec<String> = urls
         .split(',')
@@ -135,12 +148,13 @@ fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
         prefix = args.redis_prefix.as_str(),
         "storage: redis"
     );
-    Ok(Arc::new(RedisStore::new(RedisConfig {
+    let store = Arc::new(RedisStore::new(RedisConfig {
         urls,
         cluster: args.redis_cluster,
         prefix: args.redis_prefix.clone(),
         allow_evicting: args.allow_evicting_redis,
-    })))
+    }));
+    Ok((store.clone(), store))
 }
 
 /// SIGINT and SIGTERM listeners, installed before the server says it is

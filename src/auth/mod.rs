@@ -77,6 +77,8 @@ pub struct Caller {
     pub roles: Option<Vec<Role>>,
     /// The room the token is limited to, from its `roomId` claim.
     pub room_scope: Option<String>,
+    /// The participant the token is for, from its `participantId` claim.
+    pub participant_id: Option<String>,
 }
 
 impl Caller {
@@ -88,6 +90,40 @@ impl Caller {
                 "token roles do not include \"crawler\", which the management API requires".into(),
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// Joining a meeting needs the `rtc` role (or no roles claim) and a join
+    /// permission.
+    pub fn require_join(&self) -> Result<(), AuthError> {
+        if let Some(roles) = &self.roles
+            && !roles.contains(&Role::Rtc)
+        {
+            return Err(AuthError::PermissionDenied(
+                "token roles do not include \"rtc\", which joining requires".into(),
+            ));
+        }
+        if !self
+            .permissions
+            .iter()
+            .any(|p| matches!(p, Permission::AllowJoin | Permission::AskJoin))
+        {
+            return Err(AuthError::PermissionDenied(
+                "token permissions include neither allow_join nor ask_join".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Media-plane calls (joins and leaves) come from media servers, whose
+    /// tokens are signed by an API key marked `service = true`.
+    pub fn require_service(&self) -> Result<(), AuthError> {
+        if self.account.service {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied(
+                "media-plane calls need a token of a service key (service = true)".into(),
+            ))
         }
     }
 

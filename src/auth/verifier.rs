@@ -187,6 +187,15 @@ impl Verifier {
                 ));
             }
         };
+        let participant_id = match payload.get("participantId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+            Some(_) => {
+                return Err(unauthenticated(
+                    "token claim \"participantId\" must be a non-empty string",
+                ));
+            }
+        };
         if let Some(iat) = payload.get("iat") {
             let now = jiff::Timestamp::now().as_second();
             // NumericDate may carry a fraction, as jsonwebtoken accepts for exp.
@@ -207,7 +216,18 @@ impl Verifier {
             permissions,
             roles,
             room_scope,
+            participant_id,
         })
+    }
+
+    /// Verifies a participant's own token, as a media server reports it on a
+    /// join: the same rules as any token, and it must allow joining (`roles`
+    /// absent or holding `rtc`; `permissions` holding `allow_join` or
+    /// `ask_join`).
+    pub fn verify_participant(&self, token: &str) -> Result<Caller, AuthError> {
+        let caller = self.verify(Some(token))?;
+        caller.require_join()?;
+        Ok(caller)
     }
 }
 

@@ -206,18 +206,37 @@ impl AutoCloseType {
     }
 }
 
+/// Exactly one of the two durations is set: `duration` in minutes (VideoSDK's
+/// field), or `durationSeconds`, our extension for tests and demos.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoCloseConfig {
     #[serde(rename = "type")]
     pub kind: AutoCloseType,
-    #[serde(rename = "duration")]
-    pub duration_minutes: u32,
+    #[serde(rename = "duration", default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
+    #[serde(
+        rename = "durationSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration_seconds: Option<u32>,
 }
 
 impl AutoCloseConfig {
     pub const DEFAULT_DURATION_MINUTES: u32 = 480;
     pub const MAX_DURATION_MINUTES: u32 = 43_200;
+    pub const MAX_DURATION_SECONDS: u32 = 43_200 * 60;
+
+    /// How long a session of the room may last.
+    pub fn lifetime(&self) -> std::time::Duration {
+        match (self.duration_seconds, self.duration_minutes) {
+            (Some(seconds), _) => std::time::Duration::from_secs(u64::from(seconds)),
+            (None, minutes) => std::time::Duration::from_secs(
+                60 * u64::from(minutes.unwrap_or(Self::DEFAULT_DURATION_MINUTES)),
+            ),
+        }
+    }
 }
 
 /// A create request as the caller sent it, before validation. Transports fill
@@ -243,7 +262,10 @@ pub struct WebhookParams {
 pub struct AutoCloseParams {
     /// `None` when the caller sent no type at all.
     pub kind: Option<String>,
+    /// Minutes.
     pub duration: Option<i64>,
+    /// Seconds; exclusive with `duration`.
+    pub duration_seconds: Option<i64>,
 }
 
 /// A validated create request.
@@ -558,20 +580,42 @@ fn parse_auto_close(
         }
     };
     let max = AutoCloseConfig::MAX_DURATION_MINUTES;
-    let duration = match params.duration {
-        None => Some(AutoCloseConfig::DEFAULT_DURATION_MINUTES),
-        Some(minutes) if (1..=i64::from(max)).contains(&minutes) => Some(minutes as u32),
-        Some(minutes) => {
+    let max_seconds = AutoCloseConfig::MAX_DURATION_SECONDS;
+    let durations = match (params.duration, params.duration_seconds) {
+        (Some(_), Some(_)) => {
+            violations.push(FieldViolation::new(
+                "autoCloseConfig.durationSeconds",
+                "give duration (minutes) or durationSeconds, not both",
+            ));
+            None
+        }
+        (None, None) => Some((Some(AutoCloseConfig::DEFAULT_DURATION_MINUTES), None)),
+        (Some(minutes), None) if (1..=i64::from(max)).contains(&minutes) => {
+            Some((Some(minutes as u32), None))
+        }
+        (Some(minutes), None) => {
             violations.push(FieldViolation::new(
                 "autoCloseConfig.duration",
                 format!("must be a whole number of minutes from 1 to {max}, got {minutes}"),
             ));
             None
         }
+        (None, Some(seconds)) if (1..=i64::from(max_seconds)).contains(&seconds) => {
+            Some((None, Some(seconds as u32)))
+        }
+        (None, Some(seconds)) => {
+            violations.push(FieldViolation::new(
+                "autoCloseConfig.durationSeconds",
+                format!("must be a whole number of seconds from 1 to {max_seconds}, got {seconds}"),
+            ));
+            None
+        }
     };
+    let (duration_minutes, duration_seconds) = durations?;
     Some(AutoCloseConfig {
         kind: kind?,
-        duration_minutes: duration?,
+        duration_minutes,
+        duration_seconds,
     })
 }
 
@@ -596,12 +640,14 @@ mod tests {
             auto_close_config: Some(AutoCloseParams {
                 kind: Some("session-ends".into()),
                 duration: None,
+                duration_seconds: None,
             }),
             ..Default::default()
         })
         .unwrap();
         let config = spec.settings.auto_close_config.unwrap();
-        assert_eq!(config.duration_minutes, 480);
+        assert_eq!(config.duration_minutes, Some(480));
+        assert_eq!(config.lifetime(), std::time::Duration::from_secs(480 * 60));
         assert_eq!(config.kind, AutoCloseType::SessionEnds);
     }
 
@@ -622,6 +668,7 @@ mod tests {
             auto_close_config: Some(AutoCloseParams {
                 kind: None,
                 duration: Some(0),
+                duration_seconds: None,
             }),
             allowed_participant_ids: vec!["ok".into(), "".into()],
             ..Default::default()
@@ -671,7 +718,8 @@ mod tests {
             geo_fence: Some(GeoFence::Uae001),
             auto_close_config: Some(AutoCloseConfig {
                 kind: AutoCloseType::SessionEndAndDeactivate,
-                duration_minutes: 10,
+                duration_minutes: Some(10),
+                duration_seconds: None,
             }),
             ..Default::default()
         };
@@ -1109,7 +1157,11 @@ mod tests {
                         1 => any::<i64>()
                     ]),
                 )
-                    .prop_map(|(kind, duration)| AutoCloseParams { kind, duration }),
+                    .prop_map(|(kind, duration)| AutoCloseParams {
+                        kind,
+                        duration,
+                        duration_seconds: None,
+                    }),
             );
             (
                 custom_room_id,
@@ -1157,7 +1209,8 @@ mod tests {
                 }),
                 auto_close_config: settings.auto_close_config.map(|a| AutoCloseParams {
                     kind: Some(a.kind.as_str().to_owned()),
-                    duration: Some(i64::from(a.duration_minutes)),
+                    duration: a.duration_minutes.map(i64::from),
+                    duration_seconds: a.duration_seconds.map(i64::from),
                 }),
                 auto_start_config: settings.auto_start_config.clone(),
                 multi_composition: settings.multi_composition.clone(),

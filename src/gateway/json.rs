@@ -39,6 +39,8 @@ struct AutoCloseBody {
     #[serde(rename = "type")]
     kind: Option<String>,
     duration: Option<i64>,
+    #[serde(rename = "durationSeconds")]
+    duration_seconds: Option<i64>,
 }
 
 impl CreateRoomBody {
@@ -53,6 +55,7 @@ impl CreateRoomBody {
             auto_close_config: self.auto_close_config.map(|a| AutoCloseParams {
                 kind: a.kind,
                 duration: a.duration,
+                duration_seconds: a.duration_seconds,
             }),
             auto_start_config: self.auto_start_config,
             multi_composition: self.multi_composition,
@@ -140,7 +143,10 @@ struct WebhookJson {
 struct AutoCloseJson {
     #[serde(rename = "type")]
     kind: &'static str,
-    duration: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u32>,
+    #[serde(rename = "durationSeconds", skip_serializing_if = "Option::is_none")]
+    duration_seconds: Option<u32>,
 }
 
 impl RoomJson {
@@ -166,6 +172,7 @@ impl RoomJson {
             auto_close_config: settings.auto_close_config.map(|a| AutoCloseJson {
                 kind: a.kind.as_str(),
                 duration: a.duration_minutes,
+                duration_seconds: a.duration_seconds,
             }),
             geo_fence: settings.geo_fence.map(|g| g.as_str()),
             auto_start_config: settings.auto_start_config.clone(),

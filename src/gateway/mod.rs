@@ -22,7 +22,7 @@ pub use error::{ApiError, MAX_BODY_BYTES};
 
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
-use crate::service::RoomService;
+use crate::service::{RoomService, SessionService};
 
 /// The OpenAPI 3.1 document of this gateway, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
@@ -117,6 +117,7 @@ impl CorsOrigins {
 #[derive(Clone)]
 pub struct GatewayState {
     pub rooms: RoomService,
+    pub sessions: SessionService,
     pub verifier: Arc<Verifier>,
     pub public_url: PublicUrl,
     pub readiness: Readiness,

@@ -21,6 +21,7 @@ pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
         auto_close_config: request.auto_close_config.map(|a| AutoCloseParams {
             kind: Some(a.r#type),
             duration: a.duration.map(i64::from),
+            duration_seconds: a.duration_seconds.map(i64::from),
         }),
         auto_start_config: request.auto_start_config.map(struct_to_json),
         multi_composition: request.multi_composition.map(struct_to_json),
@@ -48,7 +49,8 @@ pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
         }),
         auto_close_config: settings.auto_close_config.map(|a| pb::AutoCloseConfig {
             r#type: a.kind.as_str().to_owned(),
-            duration: Some(a.duration_minutes as i32),
+            duration: a.duration_minutes.map(|m| m as i32),
+            duration_seconds: a.duration_seconds.map(|s| s as i32),
         }),
         geo_fence: settings.geo_fence.map(|g| g.as_str().to_owned()),
         auto_start_config: settings.auto_start_config.clone().map(json_to_struct),

@@ -27,8 +27,8 @@ use crate::domain::PublicUrl;
 use crate::gateway::{self, CorsOrigins, GatewayState, Readiness};
 use crate::grpc::pb::room_service_server::RoomServiceServer;
 use crate::grpc::{AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc};
-use crate::service::RoomService;
-use crate::store::Store;
+use crate::service::{Clock, RoomService, SessionConfig, SessionService};
+use crate::store::{SessionStore, Store};
 
 /// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
 /// as REST bodies over 64 KiB are refused with 413. A room's settings are at
@@ -49,6 +49,13 @@ pub struct App {
     pub public_url: PublicUrl,
     pub cors: CorsOrigins,
     pub limits: Limits,
+    /// Sessions live in the same store as rooms.
+    pub sessions: Arc<dyn SessionStore>,
+    pub session_config: SessionConfig,
+    pub clock: Arc<dyn Clock>,
+    /// Run the session sweeper (always, but for tests that count a call's
+    /// own Redis commands).
+    pub sweeper: bool,
 }
 
 /// Operator-set bounds on what one server takes on.
@@ -89,14 +96,26 @@ pub async fn serve(
         first,
     ));
 
-    // One RoomService, handed to both transports.
+    // One RoomService and one SessionService, handed to both transports.
+    let sessions = SessionService::new(
+        app.store.clone(),
+        app.sessions.clone(),
+        app.verifier.clone(),
+        app.clock.clone(),
+        app.session_config,
+    );
     let rooms = RoomService::new(app.store.clone())
-        .with_max_rooms_per_account(app.limits.max_rooms_per_account);
+        .with_max_rooms_per_account(app.limits.max_rooms_per_account)
+        .with_sessions(sessions.clone());
+    let sweeper = app
+        .sweeper
+        .then(|| tokio::spawn(sweep_forever(sessions.clone())));
     let dispatch = dispatch::Dispatch {
         grpc: grpc_router(&app, rooms.clone(), health_service),
         rest: gateway::router(
             GatewayState {
                 rooms,
+                sessions,
                 verifier: app.verifier.clone(),
                 public_url: app.public_url.clone(),
                 readiness,
@@ -108,6 +127,9 @@ pub async fn serve(
 
     let result = listener::accept_loop(listener, dispatch, shutdown).await;
     prober.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     result
 }
 
@@ -161,6 +183,37 @@ fn grpc_router(
         .add_service(rooms)
         .prepare()
         .into_axum_router()
+}
+
+/// How often the sweeper looks for sessions past their deadline. Reads are
+/// right in between (an overdue session reads as ended at its deadline);
+/// the sweep makes the close durable.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Closes due sessions for as long as the server runs. Every replica sweeps;
+/// each close is a version-checked write, so exactly one replica stores it.
+async fn sweep_forever(sessions: SessionService) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        match sessions.sweep().await {
+            Ok(report) => {
+                if failing {
+                    tracing::info!("sweeping sessions again");
+                    failing = false;
+                }
+                if report.closed > 0 {
+                    tracing::debug!(closed = report.closed, examined = report.examined, "swept");
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot sweep sessions; retrying");
+                    failing = true;
+                }
+            }
+        }
+    }
 }
 
 /// The services whose health follows the store's.

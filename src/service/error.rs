@@ -29,6 +29,13 @@ pub enum Error {
     /// account`). gRPC RESOURCE_EXHAUSTED, HTTP 429.
     #[error("room limit reached: an account may hold at most {limit} rooms")]
     AccountFull { limit: u64 },
+    /// A disabled room refuses new sessions and joins. FAILED_PRECONDITION,
+    /// HTTP 409.
+    #[error("room {room} is disabled: it accepts no sessions or joins")]
+    RoomDisabled { room: String },
+    /// Writers kept colliding on one session; the caller may retry.
+    #[error("session {what} changed concurrently too often; retry")]
+    Contended { what: String },
 }
 
 impl PublicError for Error {
@@ -40,6 +47,8 @@ impl PublicError for Error {
             Error::Store(e) => e.code(),
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
             Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
+            Error::RoomDisabled { .. } => ErrorCode::FailedPrecondition,
+            Error::Contended { .. } => ErrorCode::Unavailable,
         }
     }
 
@@ -48,6 +57,7 @@ impl PublicError for Error {
             Error::Auth(e) => e.public_message(),
             Error::Store(e) => e.public_message(),
             Error::NoFreeRoomId(_) => generic_message(ErrorCode::Internal).to_owned(),
+            Error::Contended { .. } => "the session is busy, retry".to_owned(),
             other => other.to_string(),
         }
     }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::Error;
+use super::{Error, SessionService};
 use crate::auth::{AuthError, Caller};
 use crate::domain::{
     self, CreateRoomParams, CustomRoomId, FieldViolation, Paging, Room, RoomId, RoomSpec,
@@ -43,6 +43,8 @@ pub struct RoomService {
     /// Creates past this many rooms in one account are refused, atomically
     /// by the store (`--max-rooms-per-account`).
     max_rooms_per_account: u64,
+    /// Told when a room is disabled, so its running session ends.
+    sessions: Option<SessionService>,
 }
 
 impl RoomService {
@@ -52,7 +54,13 @@ impl RoomService {
         RoomService {
             store,
             max_rooms_per_account: Self::DEFAULT_MAX_ROOMS_PER_ACCOUNT,
+            sessions: None,
         }
+    }
+
+    pub fn with_sessions(mut self, sessions: SessionService) -> RoomService {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub fn with_max_rooms_per_account(mut self, max: u64) -> RoomService {
@@ -282,6 +290,13 @@ impl RoomService {
             .await?
             .ok_or_else(|| room_not_found(raw_key))?;
         tracing::info!(room_id = %room.room_id, user_id = %room.user_id, disabled, "room status set");
+        if disabled && let Some(sessions) = &self.sessions {
+            // The room is disabled whatever happens here: joins are refused.
+            // A session left running still ends at its deadline.
+            if let Err(error) = sessions.room_deactivated(&room).await {
+                tracing::warn!(room_id = %room.room_id, %error, "cannot end the session of a disabled room");
+            }
+        }
         Ok(room)
     }
 

@@ -32,9 +32,12 @@ struct Inner {
     sessions_by_account: HashMap<UserId, BTreeSet<(i64, SessionId)>>,
     sessions_by_room: HashMap<(UserId, RoomId), BTreeSet<(i64, SessionId)>>,
     /// The deadline index: (due ms, account, session), and each entry's key
-    /// by session.
+    /// by session with the stamp of the write that set it, so that a settle
+    /// can tell a rewrite at the same time from no write at all.
     due: BTreeSet<(i64, UserId, SessionId)>,
-    due_of: HashMap<(UserId, SessionId), i64>,
+    due_of: HashMap<(UserId, SessionId), (i64, u64)>,
+    /// The last stamp given; never reused.
+    due_stamp: u64,
 }
 
 #[derive(Default)]
@@ -237,7 +240,7 @@ impl SessionStore for MemoryStore {
             .or_default()
             .insert((start, session.id.clone()));
         // Exact here, since it is written under the same lock.
-        if let Some(old) = inner.due_of.remove(&key) {
+        if let Some((old, _)) = inner.due_of.remove(&key) {
             inner
                 .due
                 .remove(&(old, session.user_id.clone(), session.id.clone()));
@@ -247,7 +250,8 @@ impl SessionStore for MemoryStore {
             inner
                 .due
                 .insert((due, session.user_id.clone(), session.id.clone()));
-            inner.due_of.insert(key.clone(), due);
+            inner.due_stamp += 1;
+            inner.due_of.insert(key.clone(), (due, inner.due_stamp));
         }
         inner.sessions.insert(
             key,
@@ -308,11 +312,15 @@ impl SessionStore for MemoryStore {
             .iter()
             .take_while(|(due, _, _)| *due <= now)
             .take(limit)
-            .map(|(due, user_id, session_id)| DueSession {
-                user_id: user_id.clone(),
-                session_id: session_id.clone(),
-                due: Timestamp::from_millisecond(*due).unwrap_or(Timestamp::MIN),
-                entry: due.to_string(),
+            .map(|(due, user_id, session_id)| {
+                let key = (user_id.clone(), session_id.clone());
+                let stamp = inner.due_of.get(&key).map_or(0, |(_, stamp)| *stamp);
+                DueSession {
+                    user_id: user_id.clone(),
+                    session_id: session_id.clone(),
+                    due: Timestamp::from_millisecond(*due).unwrap_or(Timestamp::MIN),
+                    entry: format!("{due}/{stamp}"),
+                }
             })
             .collect())
     }
@@ -323,21 +331,22 @@ impl SessionStore for MemoryStore {
         next: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().expect("store lock poisoned");
-        let read = (
-            due.entry.parse::<i64>().unwrap_or(i64::MIN),
-            due.user_id.clone(),
-            due.session_id.clone(),
-        );
+        let inner = &mut *inner;
+        let read = due
+            .entry
+            .split_once('/')
+            .and_then(|(at, stamp)| Some((at.parse::<i64>().ok()?, stamp.parse::<u64>().ok()?)));
+        let key = (due.user_id.clone(), due.session_id.clone());
         // Changed since it was read: the writer's entry stands.
-        if !inner.due.remove(&read) {
+        if read.is_none() || inner.due_of.get(&key) != read.as_ref() {
             return Ok(());
         }
-        let key = (read.1, read.2);
-        inner.due_of.remove(&key);
+        let (at, stamp) = inner.due_of.remove(&key).expect("just compared");
+        inner.due.remove(&(at, key.0.clone(), key.1.clone()));
         if let Some(next) = next {
             let next = next.as_millisecond();
             inner.due.insert((next, key.0.clone(), key.1.clone()));
-            inner.due_of.insert(key, next);
+            inner.due_of.insert(key, (next, stamp));
         }
         Ok(())
     }

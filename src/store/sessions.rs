@@ -8,9 +8,11 @@
 //! that spans accounts (on Redis: 16 sorted sets on their own slots), read by
 //! the sweeper. That index cannot be written in the same atomic step as the
 //! session, so it is kept as a lower bound and never trusted alone: a writer
-//! lowers an entry before saving (never raises it), the sweeper raises or
-//! removes an entry only if nobody changed it since it was read, and the
-//! session itself is always the truth.
+//! lowers an entry before saving (never raises it) and touches it again
+//! after, the sweeper raises or removes an entry only if no writer touched it
+//! since it was read (even one that left its time as it was: a sweeper that
+//! read the session before a save must not settle the entry with the old
+//! session's due time), and the session itself is always the truth.
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -99,7 +101,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Writes the session and its index entries in one atomic step, if the
     /// conditions hold. An ongoing session's deadline entry is lowered to
-    /// its due time first.
+    /// its due time first, and once saved, an earlier read of that entry can
+    /// no longer be settled.
     async fn save_session(&self, save: SaveSession<'_>) -> Result<SaveOutcome, StoreError>;
 
     /// One page of the account's sessions, newest start first, and the total.
@@ -120,8 +123,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// After the sweeper looked at `due`: remove the entry (`next` = None:
     /// the session ended or does not exist) or move it to `next`, but only
-    /// if the entry is still as read; a writer that touched it meanwhile
-    /// wins.
+    /// if the entry is still as read; a writer that saved the session
+    /// meanwhile wins, even one that left the entry's time as it was.
     async fn settle_due(&self, due: &DueSession, next: Option<Timestamp>)
     -> Result<(), StoreError>;
 }

@@ -15,7 +15,8 @@ use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::server::{self, App, Limits};
-use roomservice::store::{MemoryStore, Store};
+use roomservice::service::{Clock, SessionConfig, SystemClock};
+use roomservice::store::{MemoryStore, SessionStore, Store};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -29,6 +30,9 @@ pub const ACME_USER: &str = "5f7edbb14c938bcd42944527";
 /// A second key of the same account.
 pub const ACME_KEY_2: &str = "acme-key-2";
 pub const ACME_SECRET_2: &str = "acme-second-secret";
+/// The media plane: an internal service account (`service = true`).
+pub const MEDIA_KEY: &str = "media-plane";
+pub const MEDIA_SECRET: &str = "media-plane-secret-5555";
 /// Another account: its rooms must be invisible to Acme and vice versa.
 pub const GLOBEX_KEY: &str = "globex-key";
 pub const GLOBEX_SECRET: &str = "globex-secret-9876543210";
@@ -47,6 +51,13 @@ secret = "acme-second-secret"
 user_id = "5f7edbb14c938bcd42944527"
 
 [[keys]]
+api_key = "media-plane"
+secret = "media-plane-secret-5555"
+user_id = "0000000000000000000000aa"
+name = "Media plane"
+service = true
+
+[[keys]]
 api_key = "globex-key"
 secret = "globex-secret-9876543210"
 "#;
@@ -59,57 +70,92 @@ pub fn keyring() -> Keyring {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
+    pub sessions: Arc<dyn SessionStore>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl TestServer {
-    pub async fn start() -> TestServer {
-        Self::start_with(Arc::new(MemoryStore::new()), false).await
+/// How a test server is set up; [`ServerOptions::memory`] is the default.
+pub struct ServerOptions {
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub allow_legacy_tokens: bool,
+    pub cors: CorsOrigins,
+    pub limits: Limits,
+    pub session_config: SessionConfig,
+    pub clock: Arc<dyn Clock>,
+    pub sweeper: bool,
+}
+
+impl ServerOptions {
+    /// A fresh memory store, default limits, the system clock.
+    pub fn memory() -> ServerOptions {
+        ServerOptions::with_store(Arc::new(MemoryStore::new()))
     }
 
-    pub async fn start_with(store: Arc<dyn Store>, allow_legacy_tokens: bool) -> TestServer {
-        Self::start_full(
-            store,
+    pub fn with_store<S: Store + SessionStore>(store: Arc<S>) -> ServerOptions {
+        ServerOptions {
+            store: store.clone(),
+            sessions: store,
+            allow_legacy_tokens: false,
+            cors: CorsOrigins::None,
+            limits: Limits::default(),
+            session_config: SessionConfig::default(),
+            clock: Arc::new(SystemClock),
+            sweeper: true,
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_opts(ServerOptions::memory()).await
+    }
+
+    pub async fn start_with<S: Store + SessionStore>(
+        store: Arc<S>,
+        allow_legacy_tokens: bool,
+    ) -> TestServer {
+        Self::start_opts(ServerOptions {
             allow_legacy_tokens,
-            CorsOrigins::None,
-            Limits::default(),
-        )
+            ..ServerOptions::with_store(store)
+        })
         .await
     }
 
     /// A memory-store server answering CORS for `cors`.
     pub async fn start_with_cors(cors: CorsOrigins) -> TestServer {
-        Self::start_full(Arc::new(MemoryStore::new()), false, cors, Limits::default()).await
+        Self::start_opts(ServerOptions {
+            cors,
+            ..ServerOptions::memory()
+        })
+        .await
     }
 
     /// A memory-store server with these limits.
     pub async fn start_with_limits(limits: Limits) -> TestServer {
-        Self::start_full(
-            Arc::new(MemoryStore::new()),
-            false,
-            CorsOrigins::None,
+        Self::start_opts(ServerOptions {
             limits,
-        )
+            ..ServerOptions::memory()
+        })
         .await
     }
 
-    async fn start_full(
-        store: Arc<dyn Store>,
-        allow_legacy_tokens: bool,
-        cors: CorsOrigins,
-        limits: Limits,
-    ) -> TestServer {
+    pub async fn start_opts(options: ServerOptions) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let app = App {
-            store: store.clone(),
-            verifier: Arc::new(Verifier::new(keyring(), allow_legacy_tokens)),
+            store: options.store.clone(),
+            verifier: Arc::new(Verifier::new(keyring(), options.allow_legacy_tokens)),
             public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
-            cors,
-            limits,
+            cors: options.cors,
+            limits: options.limits,
+            sessions: options.sessions.clone(),
+            session_config: options.session_config,
+            clock: options.clock,
+            sweeper: options.sweeper,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -121,7 +167,8 @@ impl TestServer {
         });
         TestServer {
             addr,
-            store,
+            store: options.store,
+            sessions: options.sessions,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -403,7 +403,11 @@ fn create_request() -> impl Strategy<Value = CreateRoomRequest> {
             ],
             option::of(prop_oneof![8 => 1i32..=43_200, 1 => any::<i32>()]),
         )
-            .prop_map(|(r#type, duration)| AutoCloseConfig { r#type, duration }),
+            .prop_map(|(r#type, duration)| AutoCloseConfig {
+                r#type,
+                duration,
+                duration_seconds: None,
+            }),
     );
     (
         (custom_room_id, option::of(any_text()), geo_fence),

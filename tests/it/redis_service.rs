@@ -69,7 +69,10 @@ fn round_trips(
         .filter(|(name, delta)| {
             *delta > 0
                 && !internal.contains(name)
-                && !matches!(name.as_str(), "info" | "ping" | "config|resetstat")
+                && !matches!(
+                    name.as_str(),
+                    "info" | "ping" | "config|resetstat" | "zrangebyscore"
+                )
         })
         .collect()
 }
@@ -78,7 +81,12 @@ fn round_trips(
 async fn get_is_one_command_and_create_is_one_round_trip() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    let server = TestServer::start_with(Arc::new(store), false).await;
+    // No sweeper: its reads of the deadline index are not the calls'.
+    let server = TestServer::start_opts(ServerOptions {
+        sweeper: false,
+        ..ServerOptions::with_store(Arc::new(store))
+    })
+    .await;
     let mut client = server.rooms().await;
     let token = acme_token();
     let create = |custom: &str| {
@@ -284,7 +292,12 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
 async fn keys_follow_the_documented_schema() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    let server = TestServer::start_with(Arc::new(store), false).await;
+    // No sweeper: its reads of the deadline index are not the calls'.
+    let server = TestServer::start_opts(ServerOptions {
+        sweeper: false,
+        ..ServerOptions::with_store(Arc::new(store))
+    })
+    .await;
     let mut client = server.rooms().await;
     for (token, custom) in [
         (acme_token(), Some("named")),
@@ -414,7 +427,12 @@ async fn rediss_urls_connect_over_tls() {
 async fn status_changes_and_listings_are_one_round_trip() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    let server = TestServer::start_with(Arc::new(store), false).await;
+    // No sweeper: its reads of the deadline index are not the calls'.
+    let server = TestServer::start_opts(ServerOptions {
+        sweeper: false,
+        ..ServerOptions::with_store(Arc::new(store))
+    })
+    .await;
     let mut client = server.rooms().await;
     let token = acme_token();
     let room = client
@@ -455,7 +473,14 @@ async fn status_changes_and_listings_are_one_round_trip() {
     client.update_room_status(enable("one-trip")).await.unwrap();
     client.list_rooms(list()).await.unwrap();
 
-    for what in ["deactivate", "deactivate again", "enable by roomId", "list"] {
+    // A disable is one write, then one read: whether a session runs in the
+    // room, to end it.
+    for (what, trips) in [
+        ("deactivate", 2),
+        ("deactivate again", 2),
+        ("enable by roomId", 1),
+        ("list", 1),
+    ] {
         let monitor = Monitor::start(&redis);
         let before = command_calls(&redis);
         match what {
@@ -470,10 +495,14 @@ async fn status_changes_and_listings_are_one_round_trip() {
         }
         assert_eq!(
             round_trips(&before, &command_calls(&redis)),
-            BTreeMap::from([("evalsha".to_owned(), 1)]),
+            BTreeMap::from([("evalsha".to_owned(), trips)]),
             "{what}"
         );
-        assert_eq!(monitor.client_commands(1), ["evalsha"], "{what}");
+        assert_eq!(
+            monitor.client_commands(trips as usize),
+            vec!["evalsha"; trips as usize],
+            "{what}"
+        );
     }
     // By customRoomId the room is looked up first: a read, then the write.
     let monitor = Monitor::start(&redis);

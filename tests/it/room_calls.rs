@@ -11,7 +11,7 @@ use roomservice::grpc::pb::{
     CreateRoomRequest, DeactivateRoomRequest, GetRoomRequest, ListRoomsRequest, ListRoomsResponse,
     Room, UpdateRoomStatusRequest, ValidateRoomRequest,
 };
-use roomservice::store::{MemoryStore, Store};
+use roomservice::store::MemoryStore;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -46,7 +46,7 @@ macro_rules! room_calls_suite {
 
 /// Two servers over one store, as two replicas are.
 async fn memory_servers() -> (TestServer, TestServer) {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = Arc::new(MemoryStore::new());
     (
         TestServer::start_with(store.clone(), false).await,
         TestServer::start_with(store, false).await,

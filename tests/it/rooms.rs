@@ -135,6 +135,7 @@ async fn every_create_field_is_stored_and_echoed() {
         auto_close_config: Some(AutoCloseConfig {
             r#type: "session-end-and-deactivate".into(),
             duration: None,
+            duration_seconds: None,
         }),
         auto_start_config: Some(auto_start.clone()),
         multi_composition: Some(auto_start.clone()),
@@ -317,6 +318,7 @@ async fn each_validation_error_names_its_field() {
     let close = |kind: &str, duration: Option<i32>| AutoCloseConfig {
         r#type: kind.into(),
         duration,
+        duration_seconds: None,
     };
     let big_struct = prost_types::Struct {
         fields: [(

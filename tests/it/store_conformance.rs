@@ -227,7 +227,8 @@ pub async fn settings_and_flags_round_trip(store: Arc<dyn Store>) {
         }),
         auto_close_config: Some(AutoCloseConfig {
             kind: AutoCloseType::SessionEndAndDeactivate,
-            duration_minutes: 43_200,
+            duration_minutes: Some(43_200),
+            duration_seconds: None,
         }),
         auto_start_config: Some(
             serde_json::from_str(r#"{"a":[1,2.5,"ü",null],"b":{"c":true}}"#).unwrap(),

@@ -30,9 +30,11 @@ pub(super) fn due_member(user_id: &UserId, session_id: &SessionId) -> String {
     format!("{user_id}/{session_id}")
 }
 
-/// A deadline index member and its score, as `ZRANGEBYSCORE ... WITHSCORES`
-/// gives them.
-pub(super) fn decode_due(member: &str, score: &str) -> Result<DueSession, StoreError> {
+/// A deadline index member, its score and its stamp, as `ZRANGEBYSCORE ...
+/// WITHSCORES` and `HMGET` of the shard's stamps give them (no stamp: "").
+/// The entry keeps the score and the stamp as read, for `due_settle.lua` to
+/// compare ([`split_due_entry`]).
+pub(super) fn decode_due(member: &str, score: &str, stamp: &str) -> Result<DueSession, StoreError> {
     let (user, session) = member
         .split_once('/')
         .ok_or_else(|| corrupt(format!("deadline entry {member:?} has no '/'")))?;
@@ -49,8 +51,13 @@ pub(super) fn decode_due(member: &str, score: &str) -> Result<DueSession, StoreE
         user_id,
         session_id,
         due,
-        entry: score.to_owned(),
+        entry: format!("{score}/{stamp}"),
     })
+}
+
+/// The score and the stamp a [`decode_due`] entry was read with.
+pub(super) fn split_due_entry(entry: &str) -> (&str, &str) {
+    entry.split_once('/').unwrap_or((entry, ""))
 }
 
 /// `{sessionId, json, version}` of the session scripts, or nil.
@@ -201,11 +208,17 @@ impl Keys {
         format!("{}{{sweep-{shard}}}:due", self.prefix)
     }
 
-    pub(super) fn due_shard_of(&self, session_id: &SessionId) -> String {
+    /// `P{sweep-N}:due:w`, the stamps of shard N's entries (member → stamp,
+    /// and `#` the shard's counter), on the shard's slot.
+    pub(super) fn due_stamps(&self, shard: usize) -> String {
+        format!("{}:w", self.due_shard(shard))
+    }
+
+    pub(super) fn due_shard_number(&self, session_id: &SessionId) -> usize {
         let sum = session_id.as_str().bytes().fold(0usize, |acc, b| {
             acc.wrapping_mul(31).wrapping_add(usize::from(b))
         });
-        self.due_shard(sum % DUE_SHARDS)
+        sum % DUE_SHARDS
     }
 
     /// `P{U}:rooms`, roomIds scored by created-at ms.

@@ -119,6 +119,7 @@ struct Scripts {
     session_save: Script,
     session_latest: Script,
     session_list: Script,
+    due_touch: Script,
     due_settle: Script,
 }
 
@@ -146,6 +147,7 @@ impl RedisStore {
                 session_save: Script::new(include_str!("scripts/session_save.lua")),
                 session_latest: Script::new(include_str!("scripts/session_latest.lua")),
                 session_list: Script::new(include_str!("scripts/session_list.lua")),
+                due_touch: Script::new(include_str!("scripts/due_touch.lua")),
                 due_settle: Script::new(include_str!("scripts/due_settle.lua")),
             },
             link,
@@ -185,6 +187,21 @@ impl RedisStore {
         Err(StoreError::Unavailable(format!(
             "not connected to redis yet: {last_error}"
         )))
+    }
+
+    /// Lowers `session`'s deadline-index entry to `due` and stamps it
+    /// (`due_touch.lua`), so that a sweeper that read it earlier can no
+    /// longer settle it.
+    async fn touch_due(&self, session: &Session, due: i64) -> Result<(), StoreError> {
+        let shard = self.keys.due_shard_number(&session.id);
+        let mut invocation = self.scripts.due_touch.prepare_invoke();
+        invocation
+            .key(self.keys.due_shard(shard))
+            .key(self.keys.due_stamps(shard))
+            .arg(codec::due_member(&session.user_id, &session.id))
+            .arg(due);
+        self.invoke(&invocation).await?;
+        Ok(())
     }
 
     async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
@@ -249,7 +266,7 @@ impl SessionStore for RedisStore {
             let mut connection = self.connection()?;
             let mut lower = redis::cmd("ZADD");
             lower
-                .arg(self.keys.due_shard_of(&session.id))
+                .arg(self.keys.due_shard(self.keys.due_shard_number(&session.id)))
                 .arg("LT")
                 .arg(due)
                 .arg(codec::due_member(user_id, &session.id));
@@ -286,7 +303,24 @@ impl SessionStore for RedisStore {
             .arg(flag(save.disable_room))
             .arg(save.now.as_millisecond());
         let reply = self.invoke(&invocation).await?;
-        codec::decode_save(reply)
+        let outcome = codec::decode_save(reply)?;
+        if session.is_ongoing() && matches!(outcome, SaveOutcome::Saved { .. }) {
+            // And again after, with a new stamp: a sweeper that read the
+            // entry and the session before this save would otherwise settle
+            // the entry with the old session's due time, later than this
+            // one's (even when the lowering above changed nothing). The
+            // stamp makes that settle a no-op, or this lowers what it raised.
+            if let Err(error) = self.touch_due(session, due).await {
+                // The session is saved; the entry was lowered before, which
+                // is what a crash here would leave too.
+                tracing::warn!(
+                    %error,
+                    session_id = %session.id,
+                    "cannot re-stamp a deadline entry after saving"
+                );
+            }
+        }
+        Ok(outcome)
     }
 
     async fn list_sessions(
@@ -327,7 +361,10 @@ impl SessionStore for RedisStore {
         let now = now.as_millisecond();
         let mut due = Vec::new();
         // One read per shard: each shard is on its own slot, hence possibly
-        // its own primary. Sixteen small reads per sweep.
+        // its own primary. Sixteen small reads per sweep, and one more for
+        // the stamps of a shard that has entries due. Score and stamp are
+        // read apart: a writer in between makes a pair that is either
+        // current or one that no longer settles, both safe.
         for shard in 0..codec::DUE_SHARDS {
             let mut command = redis::cmd("ZRANGEBYSCORE");
             command
@@ -340,8 +377,25 @@ impl SessionStore for RedisStore {
                 .arg(limit);
             let entries: Vec<(String, String)> =
                 within_deadline(command.query_async(&mut connection)).await?;
-            for (member, score) in entries {
-                due.push(codec::decode_due(&member, &score)?);
+            if entries.is_empty() {
+                continue;
+            }
+            let mut stamps = redis::cmd("HMGET");
+            stamps.arg(self.keys.due_stamps(shard));
+            for (member, _) in &entries {
+                stamps.arg(member);
+            }
+            let stamps: Vec<Option<String>> =
+                within_deadline(stamps.query_async(&mut connection)).await?;
+            if stamps.len() != entries.len() {
+                return Err(StoreError::Corrupt("HMGET answered the wrong count".into()));
+            }
+            for ((member, score), stamp) in entries.iter().zip(stamps) {
+                due.push(codec::decode_due(
+                    member,
+                    score,
+                    &stamp.unwrap_or_default(),
+                )?);
             }
         }
         due.sort_by_key(|d| d.due);
@@ -354,11 +408,15 @@ impl SessionStore for RedisStore {
         due: &DueSession,
         next: Option<Timestamp>,
     ) -> Result<(), StoreError> {
+        let shard = self.keys.due_shard_number(&due.session_id);
+        let (score, stamp) = codec::split_due_entry(&due.entry);
         let mut invocation = self.scripts.due_settle.prepare_invoke();
         invocation
-            .key(self.keys.due_shard_of(&due.session_id))
+            .key(self.keys.due_shard(shard))
+            .key(self.keys.due_stamps(shard))
             .arg(codec::due_member(&due.user_id, &due.session_id))
-            .arg(&due.entry)
+            .arg(score)
+            .arg(stamp)
             .arg(
                 next.map(|t| t.as_millisecond().to_string())
                     .unwrap_or_default(),
