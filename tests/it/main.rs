@@ -18,5 +18,8 @@ mod room_calls;
 mod rooms;
 mod schemathesis;
 mod sdk_client;
+mod session_lifecycle;
+mod session_store_conformance;
+mod sessions_api;
 mod store_conformance;
 mod token_properties;
