@@ -8,7 +8,10 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/rooms/v1/rooms.proto"];
+    let protos = [
+        "proto/rooms/v1/rooms.proto",
+        "proto/rooms/v1/sessions.proto",
+    ];
     // With compile_fds, tonic-prost-build neither writes the descriptor set nor
     // emits rerun-if-changed lines, so both are done here.
     println!("cargo:rerun-if-changed=proto");

@@ -193,6 +193,12 @@ pub struct TokenArgs {
     /// Limit the token to one room (roomId or customRoomId).
     #[arg(long, env = "ROOMSERVICE_TOKEN_ROOM_ID")]
     pub room_id: Option<String>,
+
+    /// Mint a participant's join token for this participant id (the
+    /// `participantId` claim): a media server's ParticipantJoined with this
+    /// token must name this participant. Use with --roles rtc.
+    #[arg(long, env = "ROOMSERVICE_TOKEN_PARTICIPANT_ID")]
+    pub participant_id: Option<String>,
 }
 
 /// Key prefixes may not contain braces: they would change the cluster hash tag.

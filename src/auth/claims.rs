@@ -52,6 +52,14 @@ pub struct Claims {
     pub roles: Option<Vec<Role>>,
     #[serde(rename = "roomId", default, skip_serializing_if = "Option::is_none")]
     pub room_id: Option<String>,
+    /// The participant a join token is for: a media server's report of a
+    /// join with this token must name this participant id.
+    #[serde(
+        rename = "participantId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub participant_id: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }

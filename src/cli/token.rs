@@ -1,5 +1,7 @@
 //! `roomservice token`: mints the same claims the official VideoSDK server
-//! SDKs do (`apikey`, `permissions`, `version: 2`, `roles`, `iat`, `exp`).
+//! SDKs do (`apikey`, `permissions`, `version: 2`, `roles`, `iat`, `exp`),
+//! and the optional `roomId` and `participantId` that limit a token to one
+//! room and one participant.
 
 use jsonwebtoken::{EncodingKey, Header};
 use secrecy::ExposeSecret;
@@ -21,6 +23,9 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
     if permissions.is_empty() {
         return Err("--permissions needs at least one of allow_join, allow_mod, ask_join".into());
     }
+    if args.participant_id.as_deref() == Some("") {
+        return Err("--participant-id must not be empty".into());
+    }
     let roles = split_list(&args.roles)
         .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role {r:?}: use crawler, rtc")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -32,6 +37,7 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
         version: 2,
         roles: (!roles.is_empty()).then_some(roles),
         room_id: args.room_id.clone(),
+        participant_id: args.participant_id.clone(),
         iat: now,
         exp: now.saturating_add(ttl),
     };

@@ -54,6 +54,20 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
     }
 }
 
+/// The `{sessionId}` path segment, percent-decoded.
+pub struct SessionPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<SessionPath, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(session)) => Ok(SessionPath(session)),
+            Err(rejection) => Err(ApiError::invalid("sessionId", rejection.body_text())),
+        }
+    }
+}
+
 /// A JSON body, read leniently: VideoSDK clients send `POST /v2/rooms` with no
 /// body, an empty body, and with or without `Content-Type`, so the header is
 /// not checked and an empty body means `{}`. At most [`MAX_BODY_BYTES`]

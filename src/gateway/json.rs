@@ -1,14 +1,15 @@
 //! The VideoSDK v2 JSON shapes: request bodies as clients send them, and the
-//! room documents the API answers with. Written out here, field by field,
-//! rather than derived from the stored format, so storage can change without
-//! changing the API.
+//! room and session documents the API answers with. Written out here, field
+//! by field, rather than derived from the stored format, so storage can
+//! change without changing the API.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::Account;
 use crate::domain::{
-    self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, RoomStatus, WebhookParams,
+    self, AutoCloseParams, CreateRoomParams, EndReason, Participant, PublicUrl, Room, RoomStatus,
+    Session, WebhookParams,
 };
 
 /// `POST /v2/rooms`. Every field is optional; unknown fields are ignored.
@@ -253,4 +254,115 @@ pub struct PageInfoJson {
     pub per_page: u32,
     pub last_page: u32,
     pub total: usize,
+}
+
+/// `POST /v2/sessions/end`. Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndSessionBody {
+    /// The room: roomId, customRoomId or id.
+    #[serde(default)]
+    pub room_id: String,
+    /// A session of the room to end; `null` or absent: the room's latest.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// `POST /v2/sessions/participants/remove`. Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveParticipantBody {
+    #[serde(default)]
+    pub participant_id: String,
+    #[serde(default)]
+    pub room_id: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// A session as the API shows it: VideoSDK's session object, plus our
+/// `endReason`. `customRoomId`, `end` and `endReason` are `null` when unset.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionJson {
+    id: String,
+    user_id: String,
+    room_id: String,
+    custom_room_id: Option<String>,
+    start: String,
+    end: Option<String>,
+    status: &'static str,
+    active_duration: i64,
+    end_reason: Option<&'static str>,
+    participants: Vec<ParticipantJson>,
+    links: LinksJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ParticipantJson {
+    participant_id: String,
+    name: String,
+    timelog: Vec<TimeLogJson>,
+}
+
+#[derive(Serialize)]
+struct TimeLogJson {
+    start: String,
+    end: Option<String>,
+}
+
+impl SessionJson {
+    /// The whole session, or only `participants` (a page of them).
+    pub fn new(session: &Session, participants: &[Participant], base: &PublicUrl) -> SessionJson {
+        SessionJson {
+            id: session.id.to_string(),
+            user_id: session.user_id.to_string(),
+            room_id: session.room_id.to_string(),
+            custom_room_id: session.custom_room_id.as_ref().map(ToString::to_string),
+            start: domain::format_timestamp(session.start),
+            end: session.end.map(domain::format_timestamp),
+            status: if session.is_ongoing() {
+                "ongoing"
+            } else {
+                "ended"
+            },
+            // The service answers with the session as of its own clock; only
+            // an ongoing session's length still depends on "now".
+            active_duration: session.active_seconds(domain::now()),
+            end_reason: session.end_reason.map(EndReason::as_str),
+            participants: participants
+                .iter()
+                .map(|p| ParticipantJson {
+                    participant_id: p.participant_id.clone(),
+                    name: p.name.clone(),
+                    timelog: p
+                        .timelog
+                        .iter()
+                        .map(|t| TimeLogJson {
+                            start: domain::format_timestamp(t.start),
+                            end: t.end.map(domain::format_timestamp),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            links: LinksJson {
+                get_room: base.room(&session.room_id),
+                get_session: base.session(Some(session.id.as_str())),
+            },
+        }
+    }
+
+    pub fn of(session: &Session, base: &PublicUrl) -> SessionJson {
+        SessionJson::new(session, &session.participants, base)
+    }
+}
+
+/// `{pageInfo, data}`: `data` is a list of sessions (`GET /v2/sessions`,
+/// `.../participants/active`) or one session (`.../participants`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvelopeJson<T> {
+    pub page_info: PageInfoJson,
+    pub data: T,
 }

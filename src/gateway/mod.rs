@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod json;
 mod rooms;
+mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,13 +31,21 @@ pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 /// Every route the gateway serves, as (method, path template). The router is
 /// built from handlers one by one, so a test checks this list against both
 /// the live router and the OpenAPI document.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 16] = [
     ("POST", "/v2/rooms"),
     ("GET", "/v2/rooms"),
     ("GET", "/v2/rooms/{roomId}"),
     ("POST", "/v2/rooms/{roomId}"),
     ("GET", "/v2/rooms/validate/{roomId}"),
     ("POST", "/v2/rooms/deactivate"),
+    // The official npm SDK calls the first, VideoSDK's docs show the second.
+    ("GET", "/v2/sessions"),
+    ("GET", "/v2/sessions/"),
+    ("GET", "/v2/sessions/{sessionId}"),
+    ("GET", "/v2/sessions/{sessionId}/participants"),
+    ("GET", "/v2/sessions/{sessionId}/participants/active"),
+    ("POST", "/v2/sessions/end"),
+    ("POST", "/v2/sessions/participants/remove"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -132,6 +141,22 @@ pub fn router(state: GatewayState, cors: &CorsOrigins) -> Router {
         )
         .route("/v2/rooms/validate/{roomId}", get(rooms::validate))
         .route("/v2/rooms/deactivate", post(rooms::deactivate))
+        .route("/v2/sessions", get(sessions::list))
+        .route("/v2/sessions/", get(sessions::list))
+        .route("/v2/sessions/{sessionId}", get(sessions::fetch))
+        .route(
+            "/v2/sessions/{sessionId}/participants",
+            get(sessions::participants),
+        )
+        .route(
+            "/v2/sessions/{sessionId}/participants/active",
+            get(sessions::active_participants),
+        )
+        .route("/v2/sessions/end", post(sessions::end))
+        .route(
+            "/v2/sessions/participants/remove",
+            post(sessions::remove_participant),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))

@@ -113,7 +113,7 @@ fn page_request(raw_query: &str) -> Result<PageRequest, ApiError> {
     Ok(request)
 }
 
-fn whole_number(name: &str, value: &str) -> Result<i64, ApiError> {
+pub(super) fn whole_number(name: &str, value: &str) -> Result<i64, ApiError> {
     value.parse().map_err(|_| {
         ApiError::invalid(
             name,

@@ -7,8 +7,10 @@ use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use super::pb;
-use crate::domain::{self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, WebhookParams};
-use crate::service::ListPage;
+use crate::domain::{
+    self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, Session, WebhookParams,
+};
+use crate::service::{ListPage, SessionPage};
 
 pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
     CreateRoomParams {
@@ -68,6 +70,59 @@ pub fn page(page: &ListPage, base: &PublicUrl) -> pb::ListRoomsResponse {
             total: page.total as i64,
         }),
         data: page.rooms.iter().map(|r| room(r, base)).collect(),
+    }
+}
+
+/// A session as grpcurl shows it: the REST session object's names and
+/// values (`status` and `endReason` as strings, timestamps formatted).
+pub fn session(session: &Session, base: &PublicUrl) -> pb::Session {
+    let ongoing = session.is_ongoing();
+    pb::Session {
+        id: session.id.to_string(),
+        user_id: session.user_id.to_string(),
+        room_id: session.room_id.to_string(),
+        custom_room_id: session.custom_room_id.as_ref().map(ToString::to_string),
+        start: domain::format_timestamp(session.start),
+        end: session.end.map(domain::format_timestamp),
+        status: if ongoing { "ongoing" } else { "ended" }.to_owned(),
+        // The service answers with the session as of its own clock; only an
+        // ongoing session's length still depends on "now".
+        active_duration: Some(
+            i32::try_from(session.active_seconds(domain::now())).unwrap_or(i32::MAX),
+        ),
+        end_reason: session.end_reason.map(|r| r.as_str().to_owned()),
+        participants: session
+            .participants
+            .iter()
+            .map(|p| pb::SessionParticipant {
+                participant_id: p.participant_id.clone(),
+                name: p.name.clone(),
+                timelog: p
+                    .timelog
+                    .iter()
+                    .map(|t| pb::TimeLog {
+                        start: domain::format_timestamp(t.start),
+                        end: t.end.map(domain::format_timestamp),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        links: Some(pb::SessionLinks {
+            get_room: base.room(&session.room_id),
+            get_session: base.session(Some(session.id.as_str())),
+        }),
+    }
+}
+
+pub fn session_page(page: &SessionPage, base: &PublicUrl) -> pb::ListSessionsResponse {
+    pb::ListSessionsResponse {
+        page_info: Some(pb::PageInfo {
+            current_page: page.paging.page as i32,
+            per_page: page.paging.per_page as i32,
+            last_page: i32::try_from(page.last_page).unwrap_or(i32::MAX),
+            total: page.total as i64,
+        }),
+        data: page.sessions.iter().map(|s| session(s, base)).collect(),
     }
 }
 

@@ -6,14 +6,17 @@ mod auth;
 mod convert;
 mod limits;
 mod rooms;
+mod sessions;
 mod status;
 
 pub use auth::AuthInterceptor;
 pub use limits::OversizeAsResourceExhausted;
 pub use rooms::RoomsGrpc;
+pub use sessions::SessionsGrpc;
 pub use status::to_status;
 
-/// Generated messages and the RoomService client and server.
+/// Generated messages and the RoomService and SessionService clients and
+/// servers.
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("rooms.v1");

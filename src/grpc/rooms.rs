@@ -27,7 +27,7 @@ impl RoomsGrpc {
 
 /// The caller the auth interceptor verified. Its absence means the service was
 /// mounted without the interceptor: refuse rather than serve anonymously.
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(super) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
         .get::<Caller>()

@@ -1,6 +1,6 @@
-//! One listener for everything: gRPC (RoomService behind the auth
-//! interceptor, health, reflection v1 and v1alpha since grpcurl 1.8 speaks
-//! only v1alpha) and the REST gateway, over HTTP/1.1 and HTTP/2 on one port.
+//! One listener for everything: gRPC (RoomService and SessionService behind
+//! the auth interceptor, health, reflection v1 and v1alpha since grpcurl 1.8
+//! speaks only v1alpha) and the REST gateway, over HTTP/1.1 and HTTP/2 on one port.
 //! This module is the composition root; `listener` holds the accept loop and
 //! the connection limits, `dispatch` the per-request rules.
 
@@ -26,7 +26,10 @@ use crate::auth::Verifier;
 use crate::domain::PublicUrl;
 use crate::gateway::{self, CorsOrigins, GatewayState, Readiness};
 use crate::grpc::pb::room_service_server::RoomServiceServer;
-use crate::grpc::{AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc};
+use crate::grpc::pb::session_service_server::SessionServiceServer;
+use crate::grpc::{
+    AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc, SessionsGrpc,
+};
 use crate::service::{Clock, RoomService, SessionConfig, SessionService};
 use crate::store::{SessionStore, Store};
 
@@ -111,7 +114,7 @@ pub async fn serve(
         .sweeper
         .then(|| tokio::spawn(sweep_forever(sessions.clone())));
     let dispatch = dispatch::Dispatch {
-        grpc: grpc_router(&app, rooms.clone(), health_service),
+        grpc: grpc_router(&app, rooms.clone(), sessions.clone(), health_service),
         rest: gateway::router(
             GatewayState {
                 rooms,
@@ -136,6 +139,7 @@ pub async fn serve(
 fn grpc_router(
     app: &App,
     rooms: RoomService,
+    sessions: SessionService,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -177,10 +181,19 @@ fn grpc_router(
     let rooms = InterceptedService::new(rooms, AuthInterceptor::new(app.verifier.clone()));
     let rooms = OversizeAsResourceExhausted::new(rooms, MAX_REQUEST_BYTES);
 
+    // SessionService: the same limits and the same token check. Media-plane
+    // callers are service keys whose tokens carry `crawler` (as `roomservice
+    // token` mints them); the service itself checks `service = true`.
+    let sessions = SessionsGrpc::new(sessions, app.public_url.clone());
+    let sessions = SessionServiceServer::new(sessions).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let sessions = InterceptedService::new(sessions, AuthInterceptor::new(app.verifier.clone()));
+    let sessions = OversizeAsResourceExhausted::new(sessions, MAX_REQUEST_BYTES);
+
     Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(rooms)
+        .add_service(sessions)
         .prepare()
         .into_axum_router()
 }
@@ -217,7 +230,7 @@ async fn sweep_forever(sessions: SessionService) {
 }
 
 /// The services whose health follows the store's.
-const HEALTH_SERVICES: [&str; 2] = ["", "rooms.v1.RoomService"];
+const HEALTH_SERVICES: [&str; 3] = ["", "rooms.v1.RoomService", "rooms.v1.SessionService"];
 
 /// Keeps `grpc.health.v1` and `/readyz` in step with the store: not serving
 /// while it cannot be reached, serving again as soon as it can.

@@ -1120,7 +1120,7 @@ async fn an_unknown_path_is_a_json_404() {
     let server = TestServer::start().await;
     for (method, path) in [
         (Method::GET, "/v2/nothing"),
-        (Method::GET, "/v2/sessions"),
+        (Method::GET, "/v2/recordings"),
         (Method::POST, "/v1/rooms"),
         (Method::GET, "/"),
         (Method::GET, "/v2/rooms/a/b/c"),
@@ -1596,8 +1596,18 @@ async fn every_listed_route_is_served() {
     let server = TestServer::start().await;
     let room = create_custom(&server, "route-check").await;
     let room_id = str_of(&room["roomId"]);
+    // Sessions live in a room of their own, which the rooms' routes leave
+    // enabled; the participant is (re)joined before each session route, so
+    // that ending or removing always finds someone.
+    let session_room = create_custom(&server, "route-check-sessions").await;
+    let session_room_id = str_of(&session_room["roomId"]);
     for (method, template) in ROUTES {
-        let path = template.replace("{roomId}", room_id);
+        let mut path = template.replace("{roomId}", room_id);
+        if template.starts_with("/v2/sessions") {
+            let session =
+                crate::sessions_api::start_session(&server, session_room_id, "route-check").await;
+            path = path.replace("{sessionId}", &session.id);
+        }
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = server
             .http()
@@ -1607,6 +1617,10 @@ async fn every_listed_route_is_served() {
             let body = match template {
                 "/v2/rooms/deactivate" => json!({"roomId": room_id}),
                 "/v2/rooms/{roomId}" => json!({"status": "enabled"}),
+                "/v2/sessions/end" => json!({"roomId": session_room_id}),
+                "/v2/sessions/participants/remove" => {
+                    json!({"roomId": session_room_id, "participantId": "route-check"})
+                }
                 _ => json!({}),
             };
             request = request.json(&body);
