@@ -207,14 +207,20 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// each close is a version-checked write, so exactly one replica stores it.
 async fn sweep_forever(sessions: SessionService) {
     let mut failing = false;
+    let mut backlog = false;
     loop {
-        tokio::time::sleep(SWEEP_INTERVAL).await;
+        // A full batch means more may be due: sweep again at once.
+        if !backlog {
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+        }
+        backlog = false;
         match sessions.sweep().await {
             Ok(report) => {
                 if failing {
                     tracing::info!("sweeping sessions again");
                     failing = false;
                 }
+                backlog = report.examined >= SessionService::SWEEP_BATCH;
                 if report.closed > 0 {
                     tracing::debug!(closed = report.closed, examined = report.examined, "swept");
                 }

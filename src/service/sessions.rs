@@ -22,8 +22,7 @@ use crate::store::{
 
 /// How many times a change is retried after losing a race.
 const ATTEMPTS: usize = 8;
-/// How many deadline-index entries one sweep takes on.
-const SWEEP_BATCH: usize = 500;
+
 pub const MAX_PARTICIPANT_ID_CHARS: usize = 256;
 pub const MAX_NAME_CHARS: usize = 256;
 
@@ -84,6 +83,9 @@ pub struct SessionService {
 }
 
 impl SessionService {
+    /// How many deadline-index entries one sweep takes on.
+    pub const SWEEP_BATCH: usize = 500;
+
     pub fn new(
         rooms: Arc<dyn Store>,
         sessions: Arc<dyn SessionStore>,
@@ -336,6 +338,13 @@ impl SessionService {
         status: Option<SessionStatus>,
         paging: Paging,
     ) -> Result<SessionPage, Error> {
+        if status.is_some() {
+            // The store filters by stored state, and a session past its
+            // deadline may not be stored as ended yet: store those closes
+            // first, so the filter and the counts agree with what is read.
+            self.close_overdue_in(&caller.account.user_id, room_id.as_ref())
+                .await?;
+        }
         let filter = SessionFilter { room_id, status };
         let (sessions, total) = self
             .sessions
@@ -529,7 +538,7 @@ impl SessionService {
     pub async fn sweep(&self) -> Result<SweepReport, Error> {
         let now = self.clock.now();
         let mut report = SweepReport::default();
-        for entry in self.sessions.due_sessions(now, SWEEP_BATCH).await? {
+        for entry in self.sessions.due_sessions(now, Self::SWEEP_BATCH).await? {
             report.examined += 1;
             let current = self
                 .sessions
@@ -539,17 +548,48 @@ impl SessionService {
                 None => None,
                 Some(current) if !current.value.is_ongoing() => None,
                 Some(current) if current.value.is_overdue(now) => {
-                    if self.close_overdue(&current, now).await? {
-                        report.closed += 1;
+                    if !self.close_overdue(&current, now).await? {
+                        // Another writer got there first; a later sweep
+                        // sees what it stored.
+                        continue;
                     }
-                    // Settled on a later sweep, once the close is seen.
-                    continue;
+                    report.closed += 1;
+                    // A close does not touch the entry, so it settles now.
+                    None
                 }
                 Some(current) => Some(current.value.due().0),
             };
             self.sessions.settle_due(&entry, next).await?;
         }
         Ok(report)
+    }
+
+    /// Stores the close of every overdue session of the account (or room).
+    /// Ongoing sessions are few (at most one per room), so this reads the
+    /// ongoing listing only.
+    async fn close_overdue_in(
+        &self,
+        user_id: &domain::UserId,
+        room_id: Option<&domain::RoomId>,
+    ) -> Result<(), Error> {
+        const MAX_ONGOING_READ: usize = 10_000;
+        let filter = SessionFilter {
+            room_id: room_id.cloned(),
+            status: Some(SessionStatus::Ongoing),
+        };
+        let (ongoing, _) = self
+            .sessions
+            .list_sessions(user_id, &filter, 0, MAX_ONGOING_READ)
+            .await?;
+        let now = self.clock.now();
+        for session in ongoing.iter().filter(|s| s.is_overdue(now)) {
+            if let Some(current) = self.sessions.get_session(user_id, &session.id).await?
+                && current.value.is_overdue(now)
+            {
+                self.close_overdue(&current, now).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes an overdue session at its deadline (and disables its room

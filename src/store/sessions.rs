@@ -114,7 +114,8 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<Session>, usize), StoreError>;
 
-    /// Up to `limit` deadline-index entries due at `now`, across accounts.
+    /// Up to `limit` deadline-index entries due at `now`, across accounts,
+    /// in no promised order (each is closed at its own deadline anyway).
     async fn due_sessions(
         &self,
         now: Timestamp,

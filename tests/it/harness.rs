@@ -70,7 +70,6 @@ pub fn keyring() -> Keyring {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
-    pub sessions: Arc<dyn SessionStore>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -152,7 +151,7 @@ impl TestServer {
             public_url: PublicUrl::parse(&format!("http://{addr}")).unwrap(),
             cors: options.cors,
             limits: options.limits,
-            sessions: options.sessions.clone(),
+            sessions: options.sessions,
             session_config: options.session_config,
             clock: options.clock,
             sweeper: options.sweeper,
@@ -168,7 +167,6 @@ impl TestServer {
         TestServer {
             addr,
             store: options.store,
-            sessions: options.sessions,
             shutdown: Some(tx),
             task: Some(task),
         }

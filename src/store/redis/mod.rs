@@ -365,7 +365,14 @@ impl SessionStore for RedisStore {
         // the stamps of a shard that has entries due. Score and stamp are
         // read apart: a writer in between makes a pair that is either
         // current or one that no longer settles, both safe.
-        for shard in 0..codec::DUE_SHARDS {
+        // Shards are read from a random one on, and reading stops once
+        // `limit` entries are in hand: replicas sweeping at once then mostly
+        // work on different shards instead of racing for the same entries.
+        let first: usize = rand::random_range(0..codec::DUE_SHARDS);
+        for shard in (0..codec::DUE_SHARDS).map(|i| (first + i) % codec::DUE_SHARDS) {
+            if due.len() >= limit {
+                break;
+            }
             let mut command = redis::cmd("ZRANGEBYSCORE");
             command
                 .arg(self.keys.due_shard(shard))
@@ -374,7 +381,7 @@ impl SessionStore for RedisStore {
                 .arg("WITHSCORES")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(limit);
+                .arg(limit - due.len());
             let entries: Vec<(String, String)> =
                 within_deadline(command.query_async(&mut connection)).await?;
             if entries.is_empty() {
