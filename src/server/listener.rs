@@ -121,6 +121,9 @@ pub async fn accept_loop(
             let mut connection = std::pin::pin!(connection);
             let first_request_deadline = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
             let mut first_request_deadline = std::pin::pin!(first_request_deadline);
+            // A completed Sleep stays ready: each timer branch is disabled
+            // once it has fired, or the loop would spin on it.
+            let mut first_request_checked = false;
             let mut closing = false;
             let mut hard_deadline = std::pin::pin!(tokio::time::sleep(Duration::MAX));
             let result = loop {
@@ -131,7 +134,8 @@ pub async fn accept_loop(
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    () = &mut first_request_deadline, if !closing => {
+                    () = &mut first_request_deadline, if !closing && !first_request_checked => {
+                        first_request_checked = true;
                         if !first_request.load(Ordering::Relaxed) {
                             tracing::debug!(%peer, "closing a connection that sent no request in time");
                             connection.as_mut().graceful_shutdown();
@@ -139,7 +143,7 @@ pub async fn accept_loop(
                             hard_deadline.set(tokio::time::sleep(CLOSE_GRACE));
                         }
                     }
-                    () = &mut hard_deadline => {
+                    () = &mut hard_deadline, if closing => {
                         tracing::debug!(%peer, "dropping a connection that did not close in time");
                         return;
                     }

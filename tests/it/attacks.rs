@@ -1357,3 +1357,47 @@ async fn late_bodies_of_refused_calls_do_not_end_the_connection() {
         "{answer:?}"
     );
 }
+
+/// A connection that sent its first request and then stays open past the
+/// first-request deadline costs nothing: the deadline timer fires once.
+/// (It used to stay ready, and every such connection spun a core.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_kept_open_past_the_first_request_deadline_cost_no_cpu() {
+    let binary = Binary::start(None);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = RoomServiceClient::connect(format!("http://{}", binary.addr))
+            .await
+            .unwrap();
+        let _ = client
+            .get_room(authed(
+                GetRoomRequest {
+                    room_id: "no-such-room".into(),
+                },
+                &acme_token(),
+            ))
+            .await;
+        clients.push(client);
+    }
+    tokio::time::sleep(FIRST_REQUEST_TIMEOUT + Duration::from_secs(1)).await;
+    let before = binary.cpu_time();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = binary.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "4 idle connections used {used:?} of CPU in 2 s"
+    );
+    // And they still serve.
+    for client in &mut clients {
+        let status = client
+            .get_room(authed(
+                GetRoomRequest {
+                    room_id: "no-such-room".into(),
+                },
+                &acme_token(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+}

@@ -19,6 +19,7 @@ mod rooms;
 mod schemathesis;
 mod sdk_client;
 mod session_lifecycle;
+mod session_replicas;
 mod session_store_conformance;
 mod sessions_api;
 mod store_conformance;
