@@ -24,6 +24,11 @@ use redis::aio::MultiplexedConnection;
 use roomservice::domain::{self, Room, RoomId, RoomSettings, UserId};
 use roomservice::store::{CreateOutcome, RedisConfig, RedisStore, Store};
 
+#[path = "support/redis_admin.rs"]
+mod redis_admin;
+
+use redis_admin::{delete_keys_with_prefix, keys_with_prefix, positive, used_memory};
+
 const DEFAULT_ACCOUNTS: usize = 10;
 const IN_FLIGHT: usize = 64;
 const DEFAULT_COUNT: usize = 100_000;
@@ -149,14 +154,6 @@ async fn measure(
     Ok(())
 }
 
-/// `raw` parsed as a positive integer, `default` when absent.
-fn positive(raw: Option<String>, default: usize) -> Option<usize> {
-    match raw {
-        None => Some(default),
-        Some(raw) => raw.parse().ok().filter(|n| *n > 0),
-    }
-}
-
 async fn create_one(store: &RedisStore, user_id: &UserId) -> Result<(), String> {
     loop {
         let now = domain::now();
@@ -199,56 +196,4 @@ async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await
-}
-
-async fn used_memory(admin: &mut MultiplexedConnection) -> Result<u64, String> {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(admin)
-        .await
-        .map_err(|e| format!("INFO memory: {e}"))?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| "INFO memory has no used_memory".to_owned())
-}
-
-/// Every key starting with `prefix`. The prefix is ours (`bench<digits>:`), so
-/// it holds no glob characters.
-async fn keys_with_prefix(
-    admin: &mut MultiplexedConnection,
-    prefix: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let pattern = format!("{prefix}*");
-    let mut cursor: u64 = 0;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(admin)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
-}
-
-async fn delete_keys_with_prefix(
-    admin: &mut MultiplexedConnection,
-    prefix: &str,
-) -> redis::RedisResult<usize> {
-    let keys = keys_with_prefix(admin, prefix).await?;
-    for batch in keys.chunks(1000) {
-        redis::cmd("UNLINK")
-            .arg(batch)
-            .query_async::<()>(admin)
-            .await?;
-    }
-    Ok(keys.len())
 }

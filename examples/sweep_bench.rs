@@ -50,6 +50,11 @@ use roomservice::service::{Clock, RoomService, SessionConfig, SessionService, Sy
 use roomservice::store::{RedisConfig, RedisStore, SessionStore, Store};
 use serde_json::json;
 
+#[path = "support/redis_admin.rs"]
+mod redis_admin;
+
+use redis_admin::{delete_keys_with_prefix, info, keys_with_prefix, positive, used_memory};
+
 const DEFAULT_SESSIONS: usize = 10_000;
 const DEFAULT_SWEEPERS: usize = 2;
 const DEFAULT_ACCOUNTS: usize = 10;
@@ -533,31 +538,6 @@ where
     Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
-/// `positive(raw)` parsed as a positive integer, `default` when absent.
-fn positive(raw: Option<String>, default: usize) -> Option<usize> {
-    match raw {
-        None => Some(default),
-        Some(raw) => raw.parse().ok().filter(|n| *n > 0),
-    }
-}
-
-async fn info(admin: &mut MultiplexedConnection, section: &str) -> Result<String, String> {
-    redis::cmd("INFO")
-        .arg(section)
-        .query_async(admin)
-        .await
-        .map_err(|e| format!("INFO {section}: {e}"))
-}
-
-async fn used_memory(admin: &mut MultiplexedConnection) -> Result<u64, String> {
-    info(admin, "memory")
-        .await?
-        .lines()
-        .find_map(|line| line.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| "INFO memory has no used_memory".to_owned())
-}
-
 /// Calls per command: `cmdstat_evalsha:calls=12,usec=...` → ("evalsha", 12).
 async fn commandstats(admin: &mut MultiplexedConnection) -> Result<BTreeMap<String, u64>, String> {
     Ok(info(admin, "commandstats")
@@ -569,44 +549,4 @@ async fn commandstats(admin: &mut MultiplexedConnection) -> Result<BTreeMap<Stri
             Some((name.to_ascii_lowercase(), calls.parse().ok()?))
         })
         .collect())
-}
-
-/// Every key starting with `prefix` (ours: `sweepbench<digits>:`, no glob
-/// characters).
-async fn keys_with_prefix(
-    admin: &mut MultiplexedConnection,
-    prefix: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let pattern = format!("{prefix}*");
-    let mut cursor: u64 = 0;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(admin)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
-}
-
-async fn delete_keys_with_prefix(
-    admin: &mut MultiplexedConnection,
-    prefix: &str,
-) -> redis::RedisResult<usize> {
-    let keys = keys_with_prefix(admin, prefix).await?;
-    for batch in keys.chunks(1000) {
-        redis::cmd("UNLINK")
-            .arg(batch)
-            .query_async::<()>(admin)
-            .await?;
-    }
-    Ok(keys.len())
 }
