@@ -5,7 +5,9 @@
 //! peak goodput, then one with 5,000 calls in flight over 50 connections, and
 //! prints for each: goodput (only OK answers count), the latency of admitted
 //! (OK) calls at p50/p99/p99.9, and how many calls were refused with
-//! RESOURCE_EXHAUSTED or failed otherwise.
+//! RESOURCE_EXHAUSTED or failed otherwise. A refused caller waits the
+//! `grpc-retry-pushback-ms` the server asks for, as a gRPC client with a
+//! retry policy does (`--backoff-ms 0`: it retries at once instead).
 //!
 //! ```text
 //! cargo run --release --example overload
@@ -67,9 +69,11 @@ struct Args {
     warmup: u64,
 
     /// After a refusal (RESOURCE_EXHAUSTED), a caller waits this many
-    /// milliseconds before its next call; 0 keeps every caller busy.
-    #[arg(long, default_value_t = 0)]
-    backoff_ms: u64,
+    /// milliseconds before its next call; 0 retries at once, keeping every
+    /// caller busy [default: the server's `grpc-retry-pushback-ms`, as a
+    /// gRPC client with a retry policy does].
+    #[arg(long)]
+    backoff_ms: Option<u64>,
 
     /// The in-process server stores rooms in this Redis (under a key prefix
     /// of its own, deleted at the end) instead of in memory.
@@ -155,8 +159,15 @@ async fn main() -> ExitCode {
         }
     };
     println!(
-        "load:         GetRoom {room_id}, closed loop over {} connections; {} s warm-up + {} s measured per phase; {} ms pause after a refusal",
-        args.connections, args.warmup, args.duration, args.backoff_ms
+        "load:         GetRoom {room_id}, closed loop over {} connections; {} s warm-up + {} s measured per phase; after a refusal: {}",
+        args.connections,
+        args.warmup,
+        args.duration,
+        match args.backoff_ms {
+            None => "the server's pushback".to_owned(),
+            Some(0) => "retry at once".to_owned(),
+            Some(ms) => format!("{ms} ms pause"),
+        }
     );
     println!();
     println!(
@@ -170,7 +181,7 @@ async fn main() -> ExitCode {
         room_id,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
-        backoff: Duration::from_millis(args.backoff_ms),
+        backoff: args.backoff_ms.map(Duration::from_millis),
     };
     let mut peak: Option<Phase> = None;
     for &level in &args.low {
@@ -318,13 +329,20 @@ fn mint(api_key: &str, secret: &str) -> Result<MetadataValue<Ascii>, String> {
     token.parse().map_err(|e| format!("{e}"))
 }
 
+/// The wait a refusal asks for (gRPC retry design A6), if any.
+fn pushback(status: &tonic::Status) -> Option<Duration> {
+    let ms = status.metadata().get("grpc-retry-pushback-ms")?;
+    ms.to_str().ok()?.parse().ok().map(Duration::from_millis)
+}
+
 struct Plan {
     clients: Arc<Vec<RoomServiceClient<Channel>>>,
     token: MetadataValue<Ascii>,
     room_id: String,
     warmup: Duration,
     duration: Duration,
-    backoff: Duration,
+    /// `None`: the server's `grpc-retry-pushback-ms`.
+    backoff: Option<Duration>,
 }
 
 /// What one phase measured: only calls that started after the warm-up and
@@ -375,19 +393,19 @@ impl Plan {
                     let answer = client.get_room(request).await;
                     let done = Instant::now();
                     let counted = sent >= measured_from && done <= end;
-                    let refused = match answer {
+                    let pause = match answer {
                         Ok(_) => {
                             if counted {
                                 let micros = (done - sent).as_micros();
                                 tally.ok.push(u32::try_from(micros).unwrap_or(u32::MAX));
                             }
-                            false
+                            None
                         }
                         Err(status) if status.code() == Code::ResourceExhausted => {
                             if counted {
                                 tally.exhausted += 1;
                             }
-                            true
+                            backoff.or_else(|| pushback(&status))
                         }
                         Err(status) => {
                             if counted {
@@ -399,12 +417,11 @@ impl Plan {
                                 *tally.other.entry(code).or_default() += 1;
                             }
                             // A transport failure would otherwise spin.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            false
+                            Some(Duration::from_millis(10))
                         }
                     };
-                    if refused && !backoff.is_zero() {
-                        tokio::time::sleep(backoff).await;
+                    if let Some(pause) = pause.filter(|pause| !pause.is_zero()) {
+                        tokio::time::sleep(pause).await;
                     }
                 }
             }));

@@ -32,6 +32,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body read before a handler runs: the largest message
 /// any service accepts (64 KiB) plus gRPC's 5-byte frame header.
 const MAX_BODY_BYTES: usize = 64 * 1024 + 5;
+/// The wait, in milliseconds, a refused gRPC call asks of its client before
+/// a retry (`grpc-retry-pushback-ms`); REST's `Retry-After: 1` is its mean.
+pub const PUSHBACK_MS: std::ops::Range<u32> = 500..1500;
 /// How long a refused call's body is drained before the refusal is sent.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -246,9 +249,18 @@ fn is_health_check<B>(request: &Request<B>) -> bool {
 
 fn overloaded(grpc: bool) -> Response<Body> {
     if grpc {
-        grpc_refusal(tonic::Status::resource_exhausted(
+        let mut response = grpc_refusal(tonic::Status::resource_exhausted(
             "server overloaded: too many calls in flight, retry shortly",
-        ))
+        ));
+        // gRPC's retry design (A6): a client with a retry policy waits this
+        // long before it tries again, instead of spending the server's CPU
+        // on refusals. Jittered so that callers refused together do not
+        // come back together.
+        let pushback = rand::random_range(PUSHBACK_MS);
+        response
+            .headers_mut()
+            .insert("grpc-retry-pushback-ms", http::HeaderValue::from(pushback));
+        response
     } else {
         ApiError::overloaded().into_response()
     }

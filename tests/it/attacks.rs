@@ -984,6 +984,16 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
     };
     let (status, took) = refusal;
     assert!(status.message().contains("overloaded"), "{status:?}");
+    // gRPC clients with a retry policy wait as long as the server asks.
+    let pushback: u32 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("grpc-retry-pushback-ms on a refusal")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((500..1500).contains(&pushback), "pushback {pushback} ms");
     assert!(
         took < NORMAL_CALL_WITHIN,
         "refused after {took:?}, not at once"
