@@ -34,7 +34,7 @@ use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
 use roomservice::server::{self, App, Limits};
 use roomservice::service::{SessionConfig, SystemClock};
-use roomservice::store::{MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
+use roomservice::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -275,23 +275,25 @@ fn start_server(args: &Args) -> String {
                 .await
                 .expect("bind 127.0.0.1:0");
             let addr = listener.local_addr().expect("bound");
-            let (store, sessions): (Arc<dyn Store>, Arc<dyn SessionStore>) = match redis_url {
+            type Stores = (Arc<dyn Store>, Arc<dyn SessionStore>, Arc<dyn EventStore>);
+            let (store, sessions, events): Stores = match redis_url {
                 Some(url) => {
                     let store = Arc::new(RedisStore::new(RedisConfig {
                         urls: vec![url],
                         prefix: redis_prefix(),
                         ..RedisConfig::default()
                     }));
-                    (store.clone(), store)
+                    (store.clone(), store.clone(), store)
                 }
                 None => {
                     let store = Arc::new(MemoryStore::new());
-                    (store.clone(), store)
+                    (store.clone(), store.clone(), store)
                 }
             };
             let app = App {
                 store,
                 sessions,
+                events,
                 session_config: SessionConfig::default(),
                 clock: Arc::new(SystemClock),
                 sweeper: true,

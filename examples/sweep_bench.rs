@@ -227,6 +227,7 @@ fn service(
     SessionService::new(
         store.clone(),
         store.clone(),
+        store.clone(),
         verifier.clone(),
         clock,
         SessionConfig::default(),

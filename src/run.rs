@@ -14,7 +14,7 @@ use crate::gateway::CorsOrigins;
 use crate::server::{self, App, Limits};
 use crate::service::{SessionConfig, SystemClock};
 use crate::store::redis::redacted;
-use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
+use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let keyring = match args.keys.load()? {
@@ -62,7 +62,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let cors = CorsOrigins::parse(args.cors_origins.as_deref().unwrap_or_default())
         .map_err(|e| format!("--cors-origins: {e}"))?;
 
-    let (store, sessions) = open_store(&args)?;
+    let (store, sessions, events) = open_store(&args)?;
 
     let app = App {
         store,
@@ -73,6 +73,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         public_url,
         cors,
         sessions,
+        events,
         session_config: SessionConfig {
             max_session: Duration::from_secs(60 * u64::from(args.max_session_minutes)),
             empty_grace: args.empty_session_grace,
@@ -109,7 +110,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// The store, as its two concepts: rooms and sessions live in one backend.
-type Stores = (Arc<dyn Store>, Arc<dyn SessionStore>);
+type Stores = (Arc<dyn Store>, Arc<dyn SessionStore>, Arc<dyn EventStore>);
 
 fn open_store(args: &ServeArgs) -> Result<Stores, String> {
     let Some(urls) = &args.redis_url else {
@@ -117,7 +118,7 @@ fn open_store(args: &ServeArgs) -> Result<Stores, String> {
             "storage: embedded in-memory store; rooms live in this process only and are lost on exit"
         );
         let store = Arc::new(MemoryStore::new());
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store));
     };
     let urls: Vec<String> = urls
         .split(',')
@@ -154,7 +155,7 @@ fn open_store(args: &ServeArgs) -> Result<Stores, String> {
         prefix: args.redis_prefix.clone(),
         allow_evicting: args.allow_evicting_redis,
     }));
-    Ok((store.clone(), store))
+    Ok((store.clone(), store.clone(), store))
 }
 
 /// SIGINT and SIGTERM listeners, installed before the server says it is

@@ -1,11 +1,16 @@
 //! Domain values: identifiers, rooms and their validation rules. Nothing here
 //! knows about tonic, axum or Redis.
 
+mod event;
 mod ids;
 mod page;
 mod room;
 mod session;
 
+pub use event::{
+    Event, EventId, LIFECYCLE_EVENTS, LeaveReason, NewEvent, is_known_event, lifecycle_events,
+    subscribed, webhook_timestamp,
+};
 pub use ids::{CustomRoomId, DocumentId, RoomId, UserId};
 pub use page::Paging;
 pub use room::{

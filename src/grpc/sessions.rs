@@ -57,7 +57,13 @@ impl SessionServiceRpc for SessionsGrpc {
         let m = request.get_ref();
         let session = self
             .service
-            .participant_left(&caller, &m.user_id, &m.room_id, &m.participant_id)
+            .participant_left(
+                &caller,
+                &m.user_id,
+                &m.room_id,
+                &m.participant_id,
+                &m.reason,
+            )
             .await
             .map_err(to_status)?;
         Ok(self.session(&session))

@@ -31,7 +31,7 @@ use crate::grpc::{
     AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc, SessionsGrpc,
 };
 use crate::service::{Clock, RoomService, SessionConfig, SessionService};
-use crate::store::{SessionStore, Store};
+use crate::store::{EventStore, SessionStore, Store};
 
 /// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
 /// as REST bodies over 64 KiB are refused with 413. A room's settings are at
@@ -54,6 +54,8 @@ pub struct App {
     pub limits: Limits,
     /// Sessions live in the same store as rooms.
     pub sessions: Arc<dyn SessionStore>,
+    /// So do the event logs, written with the session changes.
+    pub events: Arc<dyn EventStore>,
     pub session_config: SessionConfig,
     pub clock: Arc<dyn Clock>,
     /// Run the session sweeper (always, but for tests that count a call's
@@ -103,6 +105,7 @@ pub async fn serve(
     let sessions = SessionService::new(
         app.store.clone(),
         app.sessions.clone(),
+        app.events.clone(),
         app.verifier.clone(),
         app.clock.clone(),
         app.session_config,

@@ -14,10 +14,12 @@ use jiff::Timestamp;
 use super::{Clock, Error};
 use crate::auth::{Caller, Verifier};
 use crate::domain::{
-    self, AutoCloseType, EndReason, FieldViolation, Paging, Room, Session, SessionId, SessionRules,
+    self, AutoCloseType, EndReason, FieldViolation, LeaveReason, Paging, Room, Session, SessionId,
+    SessionRules,
 };
 use crate::store::{
-    RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore, Store, Versioned,
+    EventStore, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore,
+    Store, Versioned,
 };
 
 /// How many times a change is retried after losing a race.
@@ -77,6 +79,9 @@ pub struct SweepReport {
 pub struct SessionService {
     rooms: Arc<dyn Store>,
     sessions: Arc<dyn SessionStore>,
+    /// Where the hint that an account has new events goes (the events
+    /// themselves are written with the session).
+    events: Arc<dyn EventStore>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
@@ -89,6 +94,7 @@ impl SessionService {
     pub fn new(
         rooms: Arc<dyn Store>,
         sessions: Arc<dyn SessionStore>,
+        events: Arc<dyn EventStore>,
         verifier: Arc<Verifier>,
         clock: Arc<dyn Clock>,
         config: SessionConfig,
@@ -96,6 +102,7 @@ impl SessionService {
         SessionService {
             rooms,
             sessions,
+            events,
             verifier,
             clock,
             config,
@@ -184,7 +191,15 @@ impl SessionService {
                         return Ok(session);
                     }
                     match self
-                        .save(&session, Some(current.version), None, true, false)
+                        .save(Change {
+                            before: Some(&current.value),
+                            after: &session,
+                            expected_version: Some(current.version),
+                            expected_latest: None,
+                            require_room_enabled: true,
+                            disable_room: false,
+                            leave_reason: LeaveReason::UserLeft,
+                        })
                         .await?
                     {
                         SaveOutcome::Saved { .. } => {
@@ -207,7 +222,18 @@ impl SessionService {
                     );
                     session.join(participant_id, name, now);
                     let previous = latest.as_ref().map(|v| &v.value.id);
-                    match self.save(&session, None, previous, true, false).await? {
+                    match self
+                        .save(Change {
+                            before: None,
+                            after: &session,
+                            expected_version: None,
+                            expected_latest: previous,
+                            require_room_enabled: true,
+                            disable_room: false,
+                            leave_reason: LeaveReason::UserLeft,
+                        })
+                        .await?
+                    {
                         SaveOutcome::Saved { .. } => {
                             tracing::info!(session_id = %session.id, room_id = %room.room_id, participant_id, "session started");
                             return Ok(session);
@@ -233,9 +259,20 @@ impl SessionService {
         raw_user_id: &str,
         room_key: &str,
         participant_id: &str,
+        raw_reason: &str,
     ) -> Result<Session, Error> {
         caller.require_service()?;
         let mut violations = Vec::new();
+        let reason = LeaveReason::parse(raw_reason);
+        if reason.is_none() {
+            violations.push(FieldViolation::new(
+                "reason",
+                format!(
+                    "must be user-left, connection-error or removed, got {}",
+                    domain::excerpt(raw_reason)
+                ),
+            ));
+        }
         let user_id = match domain::UserId::parse(raw_user_id) {
             Ok(id) => Some(id),
             Err(rule) => {
@@ -244,7 +281,8 @@ impl SessionService {
             }
         };
         check_participant_id(participant_id, &mut violations);
-        let Some(user_id) = user_id.filter(|_| violations.is_empty()) else {
+        let (Some(user_id), Some(reason)) = (user_id.filter(|_| violations.is_empty()), reason)
+        else {
             return Err(Error::InvalidArgument(violations));
         };
         let room = self.room_in(&user_id, room_key).await?;
@@ -265,7 +303,15 @@ impl SessionService {
                 return Ok(session);
             }
             match self
-                .save(&session, Some(current.version), None, false, false)
+                .save(Change {
+                    before: Some(&current.value),
+                    after: &session,
+                    expected_version: Some(current.version),
+                    expected_latest: None,
+                    require_room_enabled: false,
+                    disable_room: false,
+                    leave_reason: reason,
+                })
                 .await?
             {
                 SaveOutcome::Saved { .. } => {
@@ -411,7 +457,15 @@ impl SessionService {
             session.close(now, EndReason::EndedByApi);
             let deactivates = session.deactivates_room;
             match self
-                .save(&session, Some(current.version), None, false, deactivates)
+                .save(Change {
+                    before: Some(&current.value),
+                    after: &session,
+                    expected_version: Some(current.version),
+                    expected_latest: None,
+                    require_room_enabled: false,
+                    disable_room: deactivates,
+                    leave_reason: LeaveReason::UserLeft,
+                })
                 .await?
             {
                 SaveOutcome::Saved { .. } => {
@@ -482,7 +536,15 @@ impl SessionService {
                 )));
             }
             match self
-                .save(&session, Some(current.version), None, false, false)
+                .save(Change {
+                    before: Some(&current.value),
+                    after: &session,
+                    expected_version: Some(current.version),
+                    expected_latest: None,
+                    require_room_enabled: false,
+                    disable_room: false,
+                    leave_reason: LeaveReason::Removed,
+                })
                 .await?
             {
                 SaveOutcome::Saved { .. } => return Ok(session),
@@ -518,7 +580,15 @@ impl SessionService {
             let mut session = current.value.clone();
             session.close(now, EndReason::RoomDeactivated);
             match self
-                .save(&session, Some(current.version), None, false, false)
+                .save(Change {
+                    before: Some(&current.value),
+                    after: &session,
+                    expected_version: Some(current.version),
+                    expected_latest: None,
+                    require_room_enabled: false,
+                    disable_room: false,
+                    leave_reason: LeaveReason::UserLeft,
+                })
                 .await?
             {
                 SaveOutcome::Saved { .. } | SaveOutcome::RoomMissing => return Ok(()),
@@ -601,14 +671,16 @@ impl SessionService {
     ) -> Result<bool, Error> {
         let closed = current.value.as_of(now);
         let outcome = self
-            .save(
-                &closed,
-                Some(current.version),
-                None,
-                false,
+            .save(Change {
+                before: Some(&current.value),
+                after: &closed,
+                expected_version: Some(current.version),
+                expected_latest: None,
+                require_room_enabled: false,
                 // session-end-and-deactivate: the room holds one session only.
-                closed.deactivates_room,
-            )
+                disable_room: closed.deactivates_room,
+                leave_reason: LeaveReason::UserLeft,
+            })
             .await?;
         let stored = matches!(outcome, SaveOutcome::Saved { .. });
         if stored {
@@ -622,23 +694,29 @@ impl SessionService {
         Ok(stored)
     }
 
-    async fn save(
-        &self,
-        session: &Session,
-        expected_version: Option<u64>,
-        expected_latest: Option<&SessionId>,
-        require_room_enabled: bool,
-        disable_room: bool,
-    ) -> Result<SaveOutcome, Error> {
+    /// Writes a change with the events it makes, in one atomic step.
+    async fn save(&self, change: Change<'_>) -> Result<SaveOutcome, Error> {
+        let now = self.clock.now();
+        let events =
+            domain::lifecycle_events(change.before, change.after, change.leave_reason, now);
+        if !events.is_empty() {
+            // The hint index is not in the account's slot: set the hint
+            // first, so a crash after the write leaves a hint and not an
+            // event that no worker looks for.
+            self.events
+                .hint_delivery(&change.after.user_id, now)
+                .await?;
+        }
         Ok(self
             .sessions
             .save_session(SaveSession {
-                session,
-                expected_version,
-                expected_latest,
-                require_room_enabled,
-                disable_room,
-                now: self.clock.now(),
+                session: change.after,
+                expected_version: change.expected_version,
+                expected_latest: change.expected_latest,
+                require_room_enabled: change.require_room_enabled,
+                disable_room: change.disable_room,
+                now,
+                events: &events,
             })
             .await?)
     }
@@ -700,6 +778,19 @@ impl SessionService {
         }
         Ok(found)
     }
+}
+
+/// One session write: the session as read and as it will be stored.
+struct Change<'a> {
+    /// `None` for a new session.
+    before: Option<&'a Session>,
+    after: &'a Session,
+    expected_version: Option<u64>,
+    expected_latest: Option<&'a SessionId>,
+    require_room_enabled: bool,
+    disable_room: bool,
+    /// What a participant-left event of this change says.
+    leave_reason: LeaveReason,
 }
 
 fn room_names(room: &Room) -> Vec<String> {

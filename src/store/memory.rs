@@ -7,11 +7,15 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use super::memory_events::Events;
 use super::{
-    CreateOutcome, DueSession, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus,
-    SessionStore, Store, StoreError, Versioned,
+    CreateOutcome, DeliveryHint, DeliveryRecord, DeliveryState, DeliveryUpdate, DueSession,
+    EventStore, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore,
+    Store, StoreError, Versioned,
 };
-use crate::domain::{CustomRoomId, Room, RoomId, Session, SessionId, UserId};
+use crate::domain::{
+    CustomRoomId, Event, EventId, NewEvent, Room, RoomId, Session, SessionId, UserId,
+};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -38,6 +42,9 @@ struct Inner {
     due_of: HashMap<(UserId, SessionId), (i64, u64)>,
     /// The last stamp given; never reused.
     due_stamp: u64,
+    /// Event logs and webhook delivery state, under the same lock so that a
+    /// session write and its events are one step.
+    events: Events,
 }
 
 #[derive(Default)]
@@ -260,6 +267,9 @@ impl SessionStore for MemoryStore {
                 version,
             },
         );
+        for event in save.events {
+            inner.events.append(&session.user_id, event);
+        }
         Ok(SaveOutcome::Saved { version })
     }
 
@@ -349,5 +359,120 @@ impl SessionStore for MemoryStore {
             inner.due_of.insert(key, (next, stamp));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append_event(
+        &self,
+        user_id: &UserId,
+        event: &NewEvent,
+    ) -> Result<EventId, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.append(user_id, event))
+    }
+
+    async fn read_events(
+        &self,
+        user_id: &UserId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.read(user_id, after, limit))
+    }
+
+    async fn trimmed_before(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.trimmed_before(user_id))
+    }
+
+    async fn hint_delivery(&self, user_id: &UserId, due: Timestamp) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        inner.events.hint(user_id, due);
+        Ok(())
+    }
+
+    async fn due_hints(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DeliveryHint>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.due_hints(now, limit))
+    }
+
+    async fn settle_hint(
+        &self,
+        hint: &DeliveryHint,
+        next: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        inner.events.settle_hint(hint, next);
+        Ok(())
+    }
+
+    async fn lease_deliveries(
+        &self,
+        user_id: &UserId,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.lease(user_id, holder, ttl))
+    }
+
+    async fn release_deliveries(&self, user_id: &UserId, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        inner.events.release(user_id, holder);
+        Ok(())
+    }
+
+    async fn delivery_state(&self, user_id: &UserId) -> Result<DeliveryState, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.state(user_id))
+    }
+
+    async fn update_deliveries(
+        &self,
+        user_id: &UserId,
+        holder: &str,
+        update: &DeliveryUpdate,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.update(user_id, holder, update))
+    }
+
+    async fn recent_deliveries(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.recent(user_id, limit))
+    }
+
+    async fn dead_letters(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.dead(user_id, limit))
+    }
+
+    async fn take_dead_letter(
+        &self,
+        user_id: &UserId,
+        event_id: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.take_dead(user_id, event_id))
+    }
+
+    async fn signing_key(&self, candidate: &str) -> Result<String, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.signing_key(candidate))
     }
 }

@@ -3,10 +3,16 @@
 //! embedded in-memory store and on Redis. Every implementation must pass the
 //! conformance suite in `tests/it/store_conformance.rs`.
 
+mod events;
 mod memory;
+mod memory_events;
 pub mod redis;
 mod sessions;
 
+pub use events::{
+    DEAD_LETTERS, DeliveryHint, DeliveryRecord, DeliveryState, DeliveryUpdate, EventStore,
+    RECENT_DELIVERIES, RoomDeliveries, StoredEvent,
+};
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
 pub use sessions::{

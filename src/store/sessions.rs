@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::StoreError;
-use crate::domain::{RoomId, Session, SessionId, UserId};
+use crate::domain::{NewEvent, RoomId, Session, SessionId, UserId};
 
 /// A stored value and the version a write must name to replace it.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,9 @@ pub struct SaveSession<'a> {
     /// Disable the room in the same step (`session-end-and-deactivate`).
     pub disable_room: bool,
     pub now: Timestamp,
+    /// Appended to the account's event log in the same atomic step, in
+    /// order, if (and only if) the session is saved.
+    pub events: &'a [NewEvent],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

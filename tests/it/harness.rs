@@ -16,7 +16,7 @@ use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::server::{self, App, Limits};
 use roomservice::service::{Clock, SessionConfig, SystemClock};
-use roomservice::store::{MemoryStore, SessionStore, Store};
+use roomservice::store::{EventStore, MemoryStore, SessionStore, Store};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -78,6 +78,7 @@ pub struct TestServer {
 pub struct ServerOptions {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<dyn SessionStore>,
+    pub events: Arc<dyn EventStore>,
     pub allow_legacy_tokens: bool,
     pub cors: CorsOrigins,
     pub limits: Limits,
@@ -92,10 +93,11 @@ impl ServerOptions {
         ServerOptions::with_store(Arc::new(MemoryStore::new()))
     }
 
-    pub fn with_store<S: Store + SessionStore>(store: Arc<S>) -> ServerOptions {
+    pub fn with_store<S: Store + SessionStore + EventStore>(store: Arc<S>) -> ServerOptions {
         ServerOptions {
             store: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            events: store,
             allow_legacy_tokens: false,
             cors: CorsOrigins::None,
             limits: Limits::default(),
@@ -111,7 +113,7 @@ impl TestServer {
         Self::start_opts(ServerOptions::memory()).await
     }
 
-    pub async fn start_with<S: Store + SessionStore>(
+    pub async fn start_with<S: Store + SessionStore + EventStore>(
         store: Arc<S>,
         allow_legacy_tokens: bool,
     ) -> TestServer {
@@ -152,6 +154,7 @@ impl TestServer {
             cors: options.cors,
             limits: options.limits,
             sessions: options.sessions,
+            events: options.events,
             session_config: options.session_config,
             clock: options.clock,
             sweeper: options.sweeper,

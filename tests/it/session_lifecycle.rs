@@ -21,7 +21,7 @@ use roomservice::service::{
     Clock, Error, ManualClock, RoomService, SessionConfig, SessionListRequest, SessionPage,
     SessionService, SystemClock,
 };
-use roomservice::store::{MemoryStore, SessionStore, Store, Versioned};
+use roomservice::store::{EventStore, MemoryStore, SessionStore, Store, Versioned};
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -103,25 +103,26 @@ pub struct Replica {
 }
 
 impl Backend {
-    async fn connect(&self) -> (Arc<dyn Store>, Arc<dyn SessionStore>) {
+    async fn connect(&self) -> (Arc<dyn Store>, Arc<dyn SessionStore>, Arc<dyn EventStore>) {
         match self {
-            Backend::Memory(store) => (store.clone(), store.clone()),
+            Backend::Memory(store) => (store.clone(), store.clone(), store.clone()),
             Backend::Redis {
                 urls,
                 cluster,
                 prefix,
             } => {
                 let store = Arc::new(connected_store(urls.clone(), *cluster, prefix.clone()).await);
-                (store.clone(), store)
+                (store.clone(), store.clone(), store)
             }
         }
     }
 
     async fn replica(&self, clock: Arc<dyn Clock>, config: SessionConfig) -> Replica {
-        let (rooms, sessions) = self.connect().await;
+        let (rooms, sessions, events) = self.connect().await;
         let service = SessionService::new(
             rooms.clone(),
             sessions.clone(),
+            events,
             Arc::new(Verifier::new(keyring(), false)),
             clock,
             config,
@@ -258,6 +259,7 @@ async fn leave(replica: &Replica, room: &Room, participant_id: &str) -> Result<S
             room.user_id.as_str(),
             room.room_id.as_str(),
             participant_id,
+            "",
         )
         .await
 }
@@ -1025,7 +1027,7 @@ pub async fn participant_tokens_are_checked(backend: Backend) {
     refused(
         replica
             .sessions
-            .participant_left(&acme(), ACME_USER, key, "p1")
+            .participant_left(&acme(), ACME_USER, key, "p1", "")
             .await,
         ErrorCode::PermissionDenied,
         "service",
@@ -1094,6 +1096,7 @@ pub async fn leaves_are_idempotent(backend: Backend) {
                 &globex().account.user_id.to_string(),
                 room.room_id.as_str(),
                 "alice",
+                "",
             )
             .await,
         ErrorCode::NotFound,

@@ -168,6 +168,7 @@ fn write<'a>(
         require_room_enabled: false,
         disable_room: false,
         now: at(secs(10_000)),
+        events: &[],
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`RedisConfig::allow_evicting`] says otherwise.
 
 mod codec;
+mod events;
 mod eviction;
 
 use std::future::Future;
