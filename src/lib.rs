@@ -27,3 +27,5 @@ pub mod service;
 pub mod store;
 /// Logging setup.
 pub mod telemetry;
+/// Signed webhook delivery: the RSA signing key and an SSRF-guarded sender.
+pub mod webhook;
