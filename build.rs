@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/rooms/v1/rooms.proto",
         "proto/rooms/v1/sessions.proto",
+        "proto/rooms/v1/events.proto",
     ];
     // With compile_fds, tonic-prost-build neither writes the descriptor set nor
     // emits rerun-if-changed lines, so both are done here.

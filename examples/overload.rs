@@ -32,7 +32,7 @@ use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest};
-use roomservice::server::{self, App, Limits};
+use roomservice::server::{self, App, Limits, WebhookSettings};
 use roomservice::service::{SessionConfig, SystemClock};
 use roomservice::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 use tokio::time::Instant;
@@ -297,6 +297,7 @@ fn start_server(args: &Args) -> String {
                 session_config: SessionConfig::default(),
                 clock: Arc::new(SystemClock),
                 sweeper: true,
+                webhooks: WebhookSettings::default(),
                 verifier: Arc::new(Verifier::new(keyring, false)),
                 public_url: PublicUrl::parse(&format!("http://{addr}")).expect("a URL"),
                 cors: CorsOrigins::None,

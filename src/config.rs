@@ -153,6 +153,29 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_LOG", default_value = "info")]
     pub log: String,
 
+    /// PEM file of the RSA private key (PKCS#8 or PKCS#1, at least 2048
+    /// bits) that signs webhooks (`videosdk-signature`). Without it, one key
+    /// is made on first start and kept in the store, so every replica signs
+    /// with the same key.
+    #[arg(long, env = "ROOMSERVICE_WEBHOOK_SIGNING_KEY", value_name = "PEM-FILE")]
+    pub webhook_signing_key: Option<std::path::PathBuf>,
+
+    /// Let webhooks reach loopback, private, link-local and other non-public
+    /// addresses. For tests and closed networks only: otherwise anyone who
+    /// can create a room can make this server call into its own network.
+    #[arg(long, env = "ROOMSERVICE_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+
+    /// How long a webhook that keeps failing (408, 429, 5xx, timeouts,
+    /// connection errors) is retried before it becomes a dead letter.
+    #[arg(long, env = "ROOMSERVICE_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_retry_for: std::time::Duration,
+
+    /// How long events stay in an account's log once delivered, for
+    /// WatchEvents resumes (`afterEventId`).
+    #[arg(long, env = "ROOMSERVICE_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub event_retention: std::time::Duration,
+
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before
     /// the process exits anyway.
     #[arg(long, env = "ROOMSERVICE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]

@@ -12,6 +12,8 @@ pub enum ErrorCode {
     NotFound,
     FailedPrecondition,
     ResourceExhausted,
+    /// A position (an event id) that is no longer retained.
+    OutOfRange,
     Unavailable,
     Internal,
 }
@@ -25,6 +27,7 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::OutOfRange => tonic::Code::OutOfRange,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::FailedPrecondition => 409,
             ErrorCode::ResourceExhausted => 429,
+            ErrorCode::OutOfRange => 410,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -52,6 +56,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::FailedPrecondition => "failed_precondition",
             ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

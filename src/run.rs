@@ -11,8 +11,9 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
-use crate::server::{self, App, Limits};
-use crate::service::{SessionConfig, SystemClock};
+use crate::server::{self, App, Limits, WebhookSettings};
+use crate::service::{DeliveryConfig, SessionConfig, SystemClock};
+use crate::webhook::SigningKey;
 use crate::store::redis::redacted;
 use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
 
@@ -62,6 +63,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let cors = CorsOrigins::parse(args.cors_origins.as_deref().unwrap_or_default())
         .map_err(|e| format!("--cors-origins: {e}"))?;
 
+    let signing_key = match &args.webhook_signing_key {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                format!("--webhook-signing-key {}: cannot read: {e}", path.display())
+            })?;
+            let key = SigningKey::from_pem(&pem)
+                .map_err(|e| format!("--webhook-signing-key {}: {e}", path.display()))?;
+            Some(Arc::new(key))
+        }
+    };
+    if args.webhook_allow_private {
+        tracing::warn!(
+            "--webhook-allow-private: webhooks may reach loopback and private addresses; anyone who can create a room can make this server call into its network"
+        );
+    }
     let (store, sessions, events) = open_store(&args)?;
 
     let app = App {
@@ -80,6 +97,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         clock: Arc::new(SystemClock),
         sweeper: true,
+        webhooks: WebhookSettings {
+            signing_key,
+            allow_private: args.webhook_allow_private,
+            delivery: DeliveryConfig {
+                retry_for: args.webhook_retry_for,
+                retention: args.event_retention,
+                ..DeliveryConfig::default()
+            },
+            deliver: true,
+        },
         limits: Limits {
             max_in_flight: args.max_in_flight as usize,
             max_rooms_per_account: args.max_rooms_per_account,

@@ -7,6 +7,7 @@ mod extract;
 mod json;
 mod rooms;
 mod sessions;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ pub use error::{ApiError, MAX_BODY_BYTES};
 
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
-use crate::service::{RoomService, SessionService};
+use crate::service::{EventService, RoomService, SessionService};
 
 /// The OpenAPI 3.1 document of this gateway, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
@@ -31,7 +32,7 @@ pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 /// Every route the gateway serves, as (method, path template). The router is
 /// built from handlers one by one, so a test checks this list against both
 /// the live router and the OpenAPI document.
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 20] = [
     ("POST", "/v2/rooms"),
     ("GET", "/v2/rooms"),
     ("GET", "/v2/rooms/{roomId}"),
@@ -46,6 +47,10 @@ pub const ROUTES: [(&str, &str); 16] = [
     ("GET", "/v2/sessions/{sessionId}/participants/active"),
     ("POST", "/v2/sessions/end"),
     ("POST", "/v2/sessions/participants/remove"),
+    ("GET", "/v2/public/rsa-public-key"),
+    ("GET", "/v2/webhooks/deliveries"),
+    ("GET", "/v2/webhooks/dead-letters"),
+    ("POST", "/v2/webhooks/dead-letters/{eventId}/replay"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -127,6 +132,7 @@ impl CorsOrigins {
 pub struct GatewayState {
     pub rooms: RoomService,
     pub sessions: SessionService,
+    pub events: EventService,
     pub verifier: Arc<Verifier>,
     pub public_url: PublicUrl,
     pub readiness: Readiness,
@@ -156,6 +162,13 @@ pub fn router(state: GatewayState, cors: &CorsOrigins) -> Router {
         .route(
             "/v2/sessions/participants/remove",
             post(sessions::remove_participant),
+        )
+        .route("/v2/public/rsa-public-key", get(webhooks::public_key))
+        .route("/v2/webhooks/deliveries", get(webhooks::deliveries))
+        .route("/v2/webhooks/dead-letters", get(webhooks::dead_letters))
+        .route(
+            "/v2/webhooks/dead-letters/{eventId}/replay",
+            post(webhooks::replay),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

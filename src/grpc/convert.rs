@@ -8,9 +8,11 @@ use serde_json::{Map, Number, Value};
 
 use super::pb;
 use crate::domain::{
-    self, AutoCloseParams, CreateRoomParams, PublicUrl, Room, Session, WebhookParams,
+    self, AutoCloseParams, CreateRoomParams, Event, PublicUrl, Room, Session, WebhookParams,
+    format_timestamp,
 };
 use crate::service::{ListPage, SessionPage};
+use crate::store::DeliveryRecord;
 
 pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
     CreateRoomParams {
@@ -126,7 +128,35 @@ pub fn session_page(page: &SessionPage, base: &PublicUrl) -> pb::ListSessionsRes
     }
 }
 
-fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+pub fn event(event: &Event) -> pb::RoomEvent {
+    pb::RoomEvent {
+        event_id: event.id.to_string(),
+        room_id: event.room_id.to_string(),
+        webhook_type: event.kind.clone(),
+        data: Some(json_to_struct(event.data.clone())),
+        at: format_timestamp(event.at),
+        replay_of: event.replay_of.map(|id| id.to_string()),
+    }
+}
+
+pub fn delivery(record: &DeliveryRecord) -> pb::Delivery {
+    pb::Delivery {
+        event_id: record.event_id.clone(),
+        webhook_id: record.webhook_id.clone(),
+        room_id: record.room_id.clone(),
+        webhook_type: record.webhook_type.clone(),
+        end_point: record.end_point.clone(),
+        outcome: record.outcome.clone(),
+        status: record.status.map(i32::from),
+        error: record.error.clone(),
+        attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
+        at: jiff::Timestamp::from_millisecond(record.at_ms)
+            .map(format_timestamp)
+            .unwrap_or_default(),
+    }
+}
+
+pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
     s.fields
         .into_iter()
         .map(|(k, v)| (k, value_to_json(v)))
@@ -149,7 +179,7 @@ fn value_to_json(value: prost_types::Value) -> Value {
     }
 }
 
-fn json_to_struct(map: Map<String, Value>) -> prost_types::Struct {
+pub fn json_to_struct(map: Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
         fields: map
             .into_iter()

@@ -4,12 +4,14 @@
 
 mod auth;
 mod convert;
+mod events;
 mod limits;
 mod rooms;
 mod sessions;
 mod status;
 
 pub use auth::AuthInterceptor;
+pub use events::EventsGrpc;
 pub use limits::OversizeAsResourceExhausted;
 pub use rooms::RoomsGrpc;
 pub use sessions::SessionsGrpc;

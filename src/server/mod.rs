@@ -1,8 +1,10 @@
-//! One listener for everything: gRPC (RoomService and SessionService behind
+//! One listener for everything: gRPC (RoomService, SessionService and
+//! EventService behind
 //! the auth interceptor, health, reflection v1 and v1alpha since grpcurl 1.8
 //! speaks only v1alpha) and the REST gateway, over HTTP/1.1 and HTTP/2 on one port.
-//! This module is the composition root; `listener` holds the accept loop and
-//! the connection limits, `dispatch` the per-request rules.
+//! This module is the composition root (it also starts the background work:
+//! the session sweeper and the webhook delivery worker); `listener` holds the
+//! accept loop and the connection limits, `dispatch` the per-request rules.
 
 mod dispatch;
 mod listener;
@@ -25,12 +27,18 @@ pub use listener::{FIRST_REQUEST_TIMEOUT, MAX_CONCURRENT_STREAMS};
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
 use crate::gateway::{self, CorsOrigins, GatewayState, Readiness};
+use crate::grpc::pb::event_service_server::EventServiceServer;
 use crate::grpc::pb::room_service_server::RoomServiceServer;
 use crate::grpc::pb::session_service_server::SessionServiceServer;
 use crate::grpc::{
-    AuthInterceptor, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc, SessionsGrpc,
+    AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc,
+    SessionsGrpc,
 };
-use crate::service::{Clock, RoomService, SessionConfig, SessionService};
+use crate::service::{
+    Clock, DeliveryConfig, DeliveryWorker, EventService, RoomService, SessionConfig,
+    SessionService, WebhookKeys,
+};
+use crate::webhook::{SenderConfig, Sender, SigningKey};
 use crate::store::{EventStore, SessionStore, Store};
 
 /// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
@@ -61,6 +69,32 @@ pub struct App {
     /// Run the session sweeper (always, but for tests that count a call's
     /// own Redis commands).
     pub sweeper: bool,
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhooks are signed and delivered.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// `--webhook-signing-key`; `None`: one key made once and kept in the
+    /// store.
+    pub signing_key: Option<Arc<SigningKey>>,
+    /// `--webhook-allow-private`.
+    pub allow_private: bool,
+    pub delivery: DeliveryConfig,
+    /// Run the delivery worker (always, but for tests that count a call's
+    /// own Redis commands).
+    pub deliver: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> WebhookSettings {
+        WebhookSettings {
+            signing_key: None,
+            allow_private: false,
+            delivery: DeliveryConfig::default(),
+            deliver: true,
+        }
+    }
 }
 
 /// Operator-set bounds on what one server takes on.
@@ -88,6 +122,11 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let sender = Sender::new(SenderConfig {
+        allow_private: app.webhooks.allow_private,
+        ..SenderConfig::default()
+    })
+    .map_err(|e| std::io::Error::other(format!("cannot set up webhook delivery: {e}")))?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::default();
     // Report before accepting connections, so a health check never meets an
@@ -116,12 +155,42 @@ pub async fn serve(
     let sweeper = app
         .sweeper
         .then(|| tokio::spawn(sweep_forever(sessions.clone())));
+    let keys = match &app.webhooks.signing_key {
+        Some(key) => WebhookKeys::configured(key.clone(), app.events.clone()),
+        None => WebhookKeys::shared(app.events.clone()),
+    };
+    let events = EventService::new(
+        app.store.clone(),
+        app.events.clone(),
+        app.clock.clone(),
+        keys.clone(),
+    );
+    let deliverer = if app.webhooks.deliver {
+        let worker = DeliveryWorker::new(
+            app.store.clone(),
+            app.events.clone(),
+            sender,
+            keys,
+            app.clock.clone(),
+            app.webhooks.delivery,
+        );
+        Some(tokio::spawn(worker.run()))
+    } else {
+        None
+    };
     let dispatch = dispatch::Dispatch {
-        grpc: grpc_router(&app, rooms.clone(), sessions.clone(), health_service),
+        grpc: grpc_router(
+            &app,
+            rooms.clone(),
+            sessions.clone(),
+            events.clone(),
+            health_service,
+        ),
         rest: gateway::router(
             GatewayState {
                 rooms,
                 sessions,
+                events,
                 verifier: app.verifier.clone(),
                 public_url: app.public_url.clone(),
                 readiness,
@@ -136,6 +205,11 @@ pub async fn serve(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
+    if let Some(deliverer) = deliverer {
+        // An attempt cut short is retried by whichever replica looks next:
+        // nothing is recorded as delivered before the receiver's answer.
+        deliverer.abort();
+    }
     result
 }
 
@@ -143,6 +217,7 @@ fn grpc_router(
     app: &App,
     rooms: RoomService,
     sessions: SessionService,
+    events: EventService,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -192,11 +267,19 @@ fn grpc_router(
     let sessions = InterceptedService::new(sessions, AuthInterceptor::new(app.verifier.clone()));
     let sessions = OversizeAsResourceExhausted::new(sessions, MAX_REQUEST_BYTES);
 
+    // EventService: the same limits and token check; PublishRoomEvent's
+    // service-key rule is the service's.
+    let events = EventsGrpc::new(events);
+    let events = EventServiceServer::new(events).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let events = InterceptedService::new(events, AuthInterceptor::new(app.verifier.clone()));
+    let events = OversizeAsResourceExhausted::new(events, MAX_REQUEST_BYTES);
+
     Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(rooms)
         .add_service(sessions)
+        .add_service(events)
         .prepare()
         .into_axum_router()
 }

@@ -33,6 +33,10 @@ pub enum Error {
     /// HTTP 409.
     #[error("room {room} is disabled: it accepts no sessions or joins")]
     RoomDisabled { room: String },
+    /// A resume point older than the retained event log: events after it may
+    /// be gone, so resuming there could miss some. OUT_OF_RANGE, HTTP 410.
+    #[error("event {id} is no longer retained: events after it may have been dropped; watch without afterEventId")]
+    EventNotRetained { id: String },
     /// Writers kept colliding on one session; the caller may retry.
     #[error("session {what} changed concurrently too often; retry")]
     Contended { what: String },
@@ -49,6 +53,7 @@ impl PublicError for Error {
             Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
             Error::RoomDisabled { .. } => ErrorCode::FailedPrecondition,
             Error::Contended { .. } => ErrorCode::Unavailable,
+            Error::EventNotRetained { .. } => ErrorCode::OutOfRange,
         }
     }
 

@@ -14,8 +14,9 @@ use roomservice::auth::{Keyring, Verifier};
 use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
-use roomservice::server::{self, App, Limits};
-use roomservice::service::{Clock, SessionConfig, SystemClock};
+use roomservice::server::{self, App, Limits, WebhookSettings};
+use roomservice::service::{Clock, DeliveryConfig, SessionConfig, SystemClock};
+use roomservice::webhook::SigningKey;
 use roomservice::store::{EventStore, MemoryStore, SessionStore, Store};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -85,6 +86,26 @@ pub struct ServerOptions {
     pub session_config: SessionConfig,
     pub clock: Arc<dyn Clock>,
     pub sweeper: bool,
+    pub webhooks: WebhookSettings,
+}
+
+/// One signing key for every test server of this run (making RSA keys is
+/// slow), webhooks allowed to reach 127.0.0.1, and retries in milliseconds
+/// rather than seconds.
+pub fn test_webhooks() -> WebhookSettings {
+    static KEY: std::sync::OnceLock<Arc<SigningKey>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| Arc::new(SigningKey::generate().expect("an RSA key")));
+    WebhookSettings {
+        signing_key: Some(key.clone()),
+        allow_private: true,
+        delivery: DeliveryConfig {
+            poll: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..DeliveryConfig::default()
+        },
+        deliver: true,
+    }
 }
 
 impl ServerOptions {
@@ -104,6 +125,7 @@ impl ServerOptions {
             session_config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             sweeper: true,
+            webhooks: test_webhooks(),
         }
     }
 }
@@ -158,6 +180,7 @@ impl TestServer {
             session_config: options.session_config,
             clock: options.clock,
             sweeper: options.sweeper,
+            webhooks: options.webhooks,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
