@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod cli;
 mod error_size;
+mod event_store_conformance;
 mod redis_faults;
 mod redis_policy;
 mod redis_service;

@@ -8,8 +8,13 @@
 use jiff::Timestamp;
 use redis::Value;
 
-use crate::domain::{CustomRoomId, Room, RoomId, RoomSettings, Session, SessionId, UserId};
-use crate::store::{CreateOutcome, DueSession, SaveOutcome, SessionStatus, StoreError, Versioned};
+use crate::domain::{
+    CustomRoomId, Event, EventId, NewEvent, Room, RoomId, RoomSettings, Session, SessionId, UserId,
+};
+use crate::store::{
+    CreateOutcome, DeliveryHint, DeliveryRecord, DeliveryState, DueSession, RoomDeliveries,
+    SaveOutcome, SessionStatus, StoreError, Versioned,
+};
 
 /// Created-at, unix ms. Always present.
 const CREATED_AT: &str = "t";
@@ -24,6 +29,17 @@ const SETTINGS: &str = "s";
 
 /// How many sorted sets the deadline index is spread over.
 pub(super) const DUE_SHARDS: usize = 16;
+
+/// How many sorted sets the hint index is spread over.
+pub(super) const HINT_SHARDS: usize = DUE_SHARDS;
+
+/// A shard of an index spread over `shards` sorted sets.
+fn shard_of(name: &str, shards: usize) -> usize {
+    let sum = name.bytes().fold(0usize, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    sum % shards
+}
 
 /// The deadline index member of a session: `<userId>/<sessionId>`.
 pub(super) fn due_member(user_id: &UserId, session_id: &SessionId) -> String {
@@ -42,11 +58,7 @@ pub(super) fn decode_due(member: &str, score: &str, stamp: &str) -> Result<DueSe
         UserId::parse(user).map_err(|e| corrupt(format!("deadline entry {member:?}: {e}")))?;
     let session_id = SessionId::parse(session)
         .ok_or_else(|| corrupt(format!("deadline entry {member:?}: bad sessionId")))?;
-    let ms: f64 = score
-        .parse()
-        .map_err(|_| corrupt(format!("deadline entry {member:?}: score {score:?}")))?;
-    let due = Timestamp::from_millisecond(ms as i64)
-        .map_err(|e| corrupt(format!("deadline entry {member:?}: {e}")))?;
+    let due = score_time(score).map_err(|e| corrupt(format!("deadline entry {member:?}: {e}")))?;
     Ok(DueSession {
         user_id,
         session_id,
@@ -55,7 +67,31 @@ pub(super) fn decode_due(member: &str, score: &str, stamp: &str) -> Result<DueSe
     })
 }
 
-/// The score and the stamp a [`decode_due`] entry was read with.
+/// A hint index member (the userId), its score and its stamp, read as
+/// [`decode_due`] reads a deadline entry; the entry is `<score>/<stamp>`.
+pub(super) fn decode_hint(
+    member: &str,
+    score: &str,
+    stamp: &str,
+) -> Result<DeliveryHint, StoreError> {
+    let user_id =
+        UserId::parse(member).map_err(|e| corrupt(format!("hint entry {member:?}: {e}")))?;
+    let due = score_time(score).map_err(|e| corrupt(format!("hint entry {member:?}: {e}")))?;
+    Ok(DeliveryHint {
+        user_id,
+        due,
+        entry: format!("{score}/{stamp}"),
+    })
+}
+
+/// An index score (unix ms, as Redis formats it) as a time.
+fn score_time(score: &str) -> Result<Timestamp, String> {
+    let ms: f64 = score.parse().map_err(|_| format!("score {score:?}"))?;
+    Timestamp::from_millisecond(ms as i64).map_err(|e| e.to_string())
+}
+
+/// The score and the stamp a [`decode_due`] or [`decode_hint`] entry was
+/// read with.
 pub(super) fn split_due_entry(entry: &str) -> (&str, &str) {
     entry.split_once('/').unwrap_or((entry, ""))
 }
@@ -145,6 +181,133 @@ pub(super) fn decode_session_page(
     Ok((sessions, total))
 }
 
+/// The fields of an event-log entry, in the order [`encode_event`] gives
+/// their values: roomId, kind (`webhookType`), the data object as JSON, the
+/// event's time in unix ms, and the replayed event's id (left out of the
+/// entry when the event is no replay).
+pub(super) const EVENT_FIELDS: [&str; 5] = ["r", "k", "d", "t", "p"];
+
+/// The delivery hash's fields: the last assigned event id, the id before
+/// which the log may have been trimmed, and per room `r:<roomId>` its queue
+/// as JSON ([`RoomDeliveries`]).
+pub(super) const ASSIGNED: &str = "a";
+pub(super) const TRIMMED_BEFORE: &str = "t";
+pub(super) const ROOM_QUEUE: &str = "r:";
+
+/// The values of an event's [`EVENT_FIELDS`]; the last is `""` for an event
+/// that replays none.
+pub(super) fn encode_event(event: &NewEvent) -> [String; 5] {
+    [
+        event.room_id.to_string(),
+        event.kind.clone(),
+        serde_json::Value::Object(event.data.clone()).to_string(),
+        event.at.as_millisecond().to_string(),
+        event.replay_of.map(|id| id.to_string()).unwrap_or_default(),
+    ]
+}
+
+/// The reply of `XRANGE`: `{{id, {field, value, ...}}, ...}`.
+pub(super) fn decode_events(reply: Value) -> Result<Vec<Event>, StoreError> {
+    array(reply, "XRANGE reply")?
+        .into_iter()
+        .map(|entry| {
+            let [id, fields] = <[Value; 2]>::try_from(array(entry, "log entry")?)
+                .map_err(|items| corrupt(format!("log entry has {} items, not 2", items.len())))?;
+            let id = text(id, "log entry id")?;
+            decode_event(&id, pairs(fields, "log entry fields")?)
+        })
+        .collect()
+}
+
+fn decode_event(id: &str, fields: Vec<(String, String)>) -> Result<Event, StoreError> {
+    let event_id =
+        EventId::parse(id).ok_or_else(|| corrupt(format!("log entry id {id:?} is malformed")))?;
+    let [room, kind, data, at, replay] = EVENT_FIELDS;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let bad = |name: &str, why: String| corrupt(format!("event {id} field {name:?}: {why}"));
+    let required = |name: &str| field(name).ok_or_else(|| bad(name, "missing".to_owned()));
+    let room_id = required(room).and_then(|raw| {
+        RoomId::parse(raw).ok_or_else(|| bad(room, format!("{raw:?} is not a roomId")))
+    })?;
+    let data = serde_json::from_str(required(data)?).map_err(|e| bad(data, e.to_string()))?;
+    let at = timestamp(required(at)?).map_err(|e| bad(at, e))?;
+    let replay_of = match field(replay) {
+        None | Some("") => None,
+        Some(raw) => {
+            Some(EventId::parse(raw).ok_or_else(|| bad(replay, format!("{raw:?} is not an id")))?)
+        }
+    };
+    Ok(Event {
+        id: event_id,
+        room_id,
+        kind: required(kind)?.to_owned(),
+        data,
+        at,
+        replay_of,
+    })
+}
+
+/// An event id as stored (the reply of `XADD`, a hash field).
+pub(super) fn decode_event_id(raw: &str, what: &str) -> Result<EventId, StoreError> {
+    EventId::parse(raw).ok_or_else(|| corrupt(format!("{what} {raw:?} is not an event id")))
+}
+
+/// The delivery hash, as `HGETALL` gives it.
+pub(super) fn decode_delivery_state(reply: Value) -> Result<DeliveryState, StoreError> {
+    let mut state = DeliveryState::default();
+    for (name, value) in pairs(reply, "delivery hash")? {
+        if name == ASSIGNED {
+            state.assigned = Some(decode_event_id(&value, "assigned")?);
+        } else if let Some(room) = name.strip_prefix(ROOM_QUEUE) {
+            let room_id = RoomId::parse(room)
+                .ok_or_else(|| corrupt(format!("delivery queue of {room:?}: not a roomId")))?;
+            let queue: RoomDeliveries = serde_json::from_str(&value)
+                .map_err(|e| corrupt(format!("delivery queue of {room_id}: {e}")))?;
+            state.rooms.push((room_id, queue));
+        }
+        // TRIMMED_BEFORE, and what a newer version may add.
+    }
+    // The memory store's order.
+    state.rooms.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(state)
+}
+
+pub(super) fn encode_record(record: &DeliveryRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a delivery record: {e}")))
+}
+
+pub(super) fn encode_queue(queue: &RoomDeliveries) -> Result<String, StoreError> {
+    serde_json::to_string(queue)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a delivery queue: {e}")))
+}
+
+pub(super) fn decode_record(json: &str) -> Result<DeliveryRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt(format!("delivery record: {e}")))
+}
+
+/// Field/value pairs: a flat array (RESP2) or a map (RESP3).
+fn pairs(value: Value, what: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let flat = match value {
+        Value::Map(entries) => entries.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => array(other, what)?,
+    };
+    if flat.len() % 2 != 0 {
+        return Err(corrupt(format!("{what}: an odd field list")));
+    }
+    let mut texts = flat.into_iter().map(|v| text(v, what));
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (texts.next(), texts.next()) {
+        out.push((name?, value?));
+    }
+    Ok(out)
+}
+
 /// Key names. Every key of one account carries `{userId}` as its Redis Cluster
 /// hash tag, so one script may touch all of them without CROSSSLOT errors.
 #[derive(Clone, Debug)]
@@ -215,10 +378,58 @@ impl Keys {
     }
 
     pub(super) fn due_shard_number(&self, session_id: &SessionId) -> usize {
-        let sum = session_id.as_str().bytes().fold(0usize, |acc, b| {
-            acc.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        sum % DUE_SHARDS
+        shard_of(session_id.as_str(), DUE_SHARDS)
+    }
+
+    /// `P{U}:events`, the account's event log: a stream with `*` ids
+    /// (`<ms>-<seq>`), entries as [`encode_event`] lays them out.
+    pub(super) fn events(&self, user_id: &UserId) -> String {
+        format!("{}events", self.account(user_id))
+    }
+
+    /// `P{U}:deliveries`, the delivery state: a hash with [`ASSIGNED`],
+    /// [`TRIMMED_BEFORE`] and one [`ROOM_QUEUE`]`<roomId>` field per room with
+    /// deliveries waiting.
+    pub(super) fn deliveries(&self, user_id: &UserId) -> String {
+        format!("{}deliveries", self.account(user_id))
+    }
+
+    /// `P{U}:dlease`, the delivery lease: the holder's name, expiring.
+    pub(super) fn delivery_lease(&self, user_id: &UserId) -> String {
+        format!("{}dlease", self.account(user_id))
+    }
+
+    /// `P{U}:dlog`, recent delivery attempts, newest first (JSON records).
+    pub(super) fn delivery_log(&self, user_id: &UserId) -> String {
+        format!("{}dlog", self.account(user_id))
+    }
+
+    /// `P{U}:dead`, dead letters, newest first (JSON records).
+    pub(super) fn dead_letters(&self, user_id: &UserId) -> String {
+        format!("{}dead", self.account(user_id))
+    }
+
+    /// `P{deliver-N}:hints`, one of [`HINT_SHARDS`] shards of the hint index:
+    /// userIds scored by the ms at which to look at the account. Like the
+    /// deadline index, each shard is on a slot of its own.
+    pub(super) fn hint_shard(&self, shard: usize) -> String {
+        format!("{}{{deliver-{shard}}}:hints", self.prefix)
+    }
+
+    /// `P{deliver-N}:hints:w`, the stamps of shard N's entries (userId →
+    /// stamp, and `#` the shard's counter).
+    pub(super) fn hint_stamps(&self, shard: usize) -> String {
+        format!("{}:w", self.hint_shard(shard))
+    }
+
+    pub(super) fn hint_shard_number(&self, user_id: &UserId) -> usize {
+        shard_of(user_id.as_str(), HINT_SHARDS)
+    }
+
+    /// `Pwebhook:signing-key`, the PEM every replica signs webhooks with. In
+    /// no account: whichever slot its name hashes to.
+    pub(super) fn signing_key(&self) -> String {
+        format!("{}webhook:signing-key", self.prefix)
     }
 
     /// `P{U}:rooms`, roomIds scored by created-at ms.
@@ -461,6 +672,156 @@ mod tests {
             "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:cid"
         );
         assert_eq!(keys.listing(&user()), "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:rooms");
+        for (key, suffix) in [
+            (keys.events(&user()), "events"),
+            (keys.deliveries(&user()), "deliveries"),
+            (keys.delivery_lease(&user()), "dlease"),
+            (keys.delivery_log(&user()), "dlog"),
+            (keys.dead_letters(&user()), "dead"),
+        ] {
+            assert_eq!(key, format!("rs:{{65f0a1b2c3d4e5f6a7b8c9d0}}:{suffix}"));
+        }
+    }
+
+    #[test]
+    fn hint_shards_have_slots_of_their_own() {
+        let keys = Keys::new("rs:".to_owned());
+        assert_eq!(keys.hint_shard(3), "rs:{deliver-3}:hints");
+        assert_eq!(keys.hint_stamps(3), "rs:{deliver-3}:hints:w");
+        assert!(keys.hint_shard_number(&user()) < HINT_SHARDS);
+        let shards: std::collections::HashSet<usize> = (0..64u8)
+            .map(|n| keys.hint_shard_number(&UserId::parse(&format!("{n:024x}")).unwrap()))
+            .collect();
+        assert!(
+            shards.len() > HINT_SHARDS / 2,
+            "accounts spread: {shards:?}"
+        );
+        assert_eq!(keys.signing_key(), "rs:webhook:signing-key");
+    }
+
+    /// An `XRANGE` reply of one entry.
+    fn log_entry(id: &str, fields: &[(&str, &str)]) -> Value {
+        let fields = fields
+            .iter()
+            .flat_map(|(name, value)| [bulk(name), bulk(value)])
+            .collect();
+        Value::Array(vec![Value::Array(vec![bulk(id), Value::Array(fields)])])
+    }
+
+    #[test]
+    fn events_round_trip_through_their_fields() {
+        let mut data = serde_json::Map::new();
+        data.insert("sessionId".into(), "s1".into());
+        data.insert("nested".into(), serde_json::json!({"a": [1, null]}));
+        let mut event = NewEvent {
+            room_id: room().room_id,
+            kind: "session-started".into(),
+            data,
+            at: Timestamp::from_millisecond(1_700_000_000_123).unwrap(),
+            replay_of: None,
+        };
+        for replay_of in [None, EventId::parse("1699999999999-3")] {
+            event.replay_of = replay_of;
+            let values = encode_event(&event);
+            let mut fields: Vec<(&str, &str)> = EVENT_FIELDS
+                .iter()
+                .copied()
+                .zip(values.iter().map(String::as_str))
+                .collect();
+            if replay_of.is_none() {
+                fields.pop();
+            }
+            let decoded = decode_events(log_entry("1700000000200-1", &fields)).unwrap();
+            let id = EventId::parse("1700000000200-1").unwrap();
+            assert_eq!(decoded, vec![Event::stored(id, event.clone())]);
+        }
+    }
+
+    #[test]
+    fn unreadable_events_are_corrupt() {
+        let good = [
+            ("r", "jvsg-8rjn-j304"),
+            ("k", "hls-started"),
+            ("d", "{}"),
+            ("t", "1700000000000"),
+        ];
+        assert!(decode_events(log_entry("1-0", &good)).is_ok());
+        let mut cases = vec![log_entry("nope", &good), Value::Int(3)];
+        for (i, bad) in [
+            ("r", "not a room"),
+            ("d", "[1]"),
+            ("d", "{"),
+            ("t", "soon"),
+            ("p", "x-1"),
+        ] {
+            let mut fields: Vec<_> = good.iter().copied().filter(|(n, _)| *n != i).collect();
+            fields.push((i, bad));
+            cases.push(log_entry("1-0", &fields));
+        }
+        for missing in ["r", "k", "d", "t"] {
+            let fields: Vec<_> = good
+                .iter()
+                .copied()
+                .filter(|(n, _)| *n != missing)
+                .collect();
+            cases.push(log_entry("1-0", &fields));
+        }
+        for case in cases {
+            assert!(
+                matches!(decode_events(case.clone()), Err(StoreError::Corrupt(_))),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn delivery_hash_reads_back() {
+        let queue = RoomDeliveries {
+            queue: vec![EventId::parse("5-0").unwrap()],
+            attempts: 2,
+            first_attempt_ms: 10,
+            next_attempt_ms: 20,
+        };
+        let json = encode_queue(&queue).unwrap();
+        let hash = Value::Array(vec![
+            bulk("t"),
+            bulk("3-0"),
+            bulk("r:zzzz-zzzz-zzzz"),
+            bulk(&json),
+            bulk("a"),
+            bulk("4-1"),
+            bulk("r:jvsg-8rjn-j304"),
+            bulk(&json),
+            bulk("later"),
+            bulk("ignored"),
+        ]);
+        let state = decode_delivery_state(hash).unwrap();
+        assert_eq!(state.assigned, EventId::parse("4-1"));
+        let rooms: Vec<&str> = state.rooms.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rooms, ["jvsg-8rjn-j304", "zzzz-zzzz-zzzz"]);
+        assert!(state.rooms.iter().all(|(_, q)| *q == queue));
+        assert_eq!(
+            decode_delivery_state(Value::Array(vec![])).unwrap(),
+            DeliveryState::default()
+        );
+        for bad in [
+            vec![bulk("a"), bulk("x")],
+            vec![bulk("r:jvsg-8rjn-j304"), bulk("{")],
+            vec![bulk("r:bad"), bulk(&json)],
+            vec![bulk("a")],
+        ] {
+            assert!(decode_delivery_state(Value::Array(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn hint_entries_keep_score_and_stamp() {
+        let hint = decode_hint("65f0a1b2c3d4e5f6a7b8c9d0", "1700000000000", "7").unwrap();
+        assert_eq!(hint.user_id, user());
+        assert_eq!(hint.due.as_millisecond(), 1_700_000_000_000);
+        assert_eq!(split_due_entry(&hint.entry), ("1700000000000", "7"));
+        assert!(decode_hint("nobody", "1", "1").is_err());
+        assert!(decode_hint("65f0a1b2c3d4e5f6a7b8c9d0", "soon", "1").is_err());
     }
 
     #[test]

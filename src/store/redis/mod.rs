@@ -122,6 +122,11 @@ struct Scripts {
     session_list: Script,
     due_touch: Script,
     due_settle: Script,
+    delivery_lease: Script,
+    delivery_release: Script,
+    delivery_update: Script,
+    dead_take: Script,
+    signing_key: Script,
 }
 
 impl RedisStore {
@@ -150,6 +155,11 @@ impl RedisStore {
                 session_list: Script::new(include_str!("scripts/session_list.lua")),
                 due_touch: Script::new(include_str!("scripts/due_touch.lua")),
                 due_settle: Script::new(include_str!("scripts/due_settle.lua")),
+                delivery_lease: Script::new(include_str!("scripts/delivery_lease.lua")),
+                delivery_release: Script::new(include_str!("scripts/delivery_release.lua")),
+                delivery_update: Script::new(include_str!("scripts/delivery_update.lua")),
+                dead_take: Script::new(include_str!("scripts/dead_take.lua")),
+                signing_key: Script::new(include_str!("scripts/signing_key.lua")),
             },
             link,
             eviction,
@@ -285,6 +295,7 @@ impl SessionStore for RedisStore {
             .key(self.keys.sessions(user_id, Some(SessionStatus::Ended)))
             .key(self.keys.room_sessions(user_id, &session.room_id))
             .key(self.keys.live(user_id, &session.room_id))
+            .key(self.keys.events(user_id))
             .arg(session.id.as_str())
             .arg(
                 save.expected_version
@@ -302,7 +313,13 @@ impl SessionStore for RedisStore {
             .arg(due)
             .arg(flag(save.require_room_enabled))
             .arg(flag(save.disable_room))
-            .arg(save.now.as_millisecond());
+            .arg(save.now.as_millisecond())
+            .arg(save.events.len());
+        for event in save.events {
+            for value in codec::encode_event(event) {
+                invocation.arg(value);
+            }
+        }
         let reply = self.invoke(&invocation).await?;
         let outcome = codec::decode_save(reply)?;
         if session.is_ongoing() && matches!(outcome, SaveOutcome::Saved { .. }) {
@@ -374,36 +391,16 @@ impl SessionStore for RedisStore {
             if due.len() >= limit {
                 break;
             }
-            let mut command = redis::cmd("ZRANGEBYSCORE");
-            command
-                .arg(self.keys.due_shard(shard))
-                .arg("-inf")
-                .arg(now)
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit - due.len());
-            let entries: Vec<(String, String)> =
-                within_deadline(command.query_async(&mut connection)).await?;
-            if entries.is_empty() {
-                continue;
-            }
-            let mut stamps = redis::cmd("HMGET");
-            stamps.arg(self.keys.due_stamps(shard));
-            for (member, _) in &entries {
-                stamps.arg(member);
-            }
-            let stamps: Vec<Option<String>> =
-                within_deadline(stamps.query_async(&mut connection)).await?;
-            if stamps.len() != entries.len() {
-                return Err(StoreError::Corrupt("HMGET answered the wrong count".into()));
-            }
-            for ((member, score), stamp) in entries.iter().zip(stamps) {
-                due.push(codec::decode_due(
-                    member,
-                    score,
-                    &stamp.unwrap_or_default(),
-                )?);
+            let entries = read_due_entries(
+                &mut connection,
+                self.keys.due_shard(shard),
+                self.keys.due_stamps(shard),
+                now,
+                limit - due.len(),
+            )
+            .await?;
+            for (member, score, stamp) in entries {
+                due.push(codec::decode_due(&member, &score, &stamp)?);
             }
         }
         due.sort_by_key(|d| d.due);
@@ -553,6 +550,48 @@ impl Store for RedisStore {
         };
         self.eviction.observe(&policies)
     }
+}
+
+/// Up to `limit` entries of one shard of a stamped index (the deadline
+/// index, the hint index) due at `now`: `(member, score, stamp)`, the score as
+/// Redis formats it and the stamp `""` when there is none, as the settle
+/// scripts compare them. Score and stamp are read apart: a writer in between
+/// makes a pair that is either current or one that no longer settles, both
+/// safe.
+async fn read_due_entries(
+    connection: &mut Connection,
+    shard: String,
+    stamps: String,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let mut command = redis::cmd("ZRANGEBYSCORE");
+    command
+        .arg(shard)
+        .arg("-inf")
+        .arg(now)
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit);
+    let entries: Vec<(String, String)> = within_deadline(command.query_async(connection)).await?;
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut read = redis::cmd("HMGET");
+    read.arg(stamps);
+    for (member, _) in &entries {
+        read.arg(member);
+    }
+    let read: Vec<Option<String>> = within_deadline(read.query_async(connection)).await?;
+    if read.len() != entries.len() {
+        return Err(StoreError::Corrupt("HMGET answered the wrong count".into()));
+    }
+    Ok(entries
+        .into_iter()
+        .zip(read)
+        .map(|((member, score), stamp)| (member, score, stamp.unwrap_or_default()))
+        .collect())
 }
 
 /// `maxmemory_policy` of the node, or of every cluster primary, from

@@ -2,6 +2,9 @@
 -- touched it since it was read (due_touch.lua changes the stamp, whether or
 -- not the score changed).
 --
+-- The delivery hint index runs it too (EventStore::settle_hint): KEYS
+-- P{deliver-N}:hints and P{deliver-N}:hints:w, member the userId.
+--
 -- KEYS[1] the index shard, P{sweep-N}:due
 -- KEYS[2] the shard's stamps, P{sweep-N}:due:w
 -- ARGV[1] the member, <userId>/<sessionId>

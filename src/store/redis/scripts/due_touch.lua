@@ -5,6 +5,11 @@
 -- before this cannot settle it afterwards (see due_settle.lua), even when
 -- the score itself did not change.
 --
+-- The delivery hint index keeps the same protocol and runs this script too:
+-- KEYS P{deliver-N}:hints and P{deliver-N}:hints:w, member the userId, and a
+-- hint (EventStore::hint_delivery) lowers and stamps its entry before the
+-- events are written.
+--
 -- KEYS[1] the index shard, P{sweep-N}:due
 -- KEYS[2] the shard's stamps, P{sweep-N}:due:w (member -> stamp; field '#'
 --         is the shard's counter, so a stamp is never reused, even after the

@@ -8,6 +8,7 @@
 -- KEYS[5] ended zset           P{U}:sessions:ended
 -- KEYS[6] the room's sessions  P{U}:rsessions:<roomId>
 -- KEYS[7] the live marker      P{U}:live:<roomId>     (sessionId, expiring at the due time)
+-- KEYS[8] the event log        P{U}:events            (stream)
 -- ARGV[1] sessionId
 -- ARGV[2] expected version, or "" for a session that must not exist yet
 -- ARGV[3] for a new session: the room's latest sessionId as read, or ""
@@ -18,8 +19,13 @@
 -- ARGV[8] "1": refuse when the room is disabled
 -- ARGV[9] "1": disable the room in the same step
 -- ARGV[10] now, unix ms
+-- ARGV[11] how many events the save makes (may be absent: none), then five
+--          values per event: roomId, kind, data JSON, at ms, and the
+--          replayed event's id or "" (the entry then has no "p" field)
 --
--- Returns {"saved", version} | {"conflict"} | {"room-disabled"} | {"room-missing"}.
+-- Returns {"saved", version, eventId...} | {"conflict"} | {"room-disabled"}
+-- | {"room-missing"}. The events are appended only when the session is
+-- saved, in the same step, so neither exists without the other.
 
 local id = ARGV[1]
 
@@ -69,4 +75,15 @@ else
     redis.call('DEL', KEYS[7])
   end
 end
-return {'saved', version}
+
+local saved = {'saved', version}
+for i = 0, tonumber(ARGV[11] or '0') - 1 do
+  local at = 12 + i * 5
+  local fields = {'r', ARGV[at], 'k', ARGV[at + 1], 'd', ARGV[at + 2], 't', ARGV[at + 3]}
+  if ARGV[at + 4] ~= '' then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = ARGV[at + 4]
+  end
+  saved[#saved + 1] = redis.call('XADD', KEYS[8], '*', unpack(fields))
+end
+return saved
