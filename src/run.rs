@@ -13,9 +13,9 @@ use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
 use crate::server::{self, App, Limits, WebhookSettings};
 use crate::service::{DeliveryConfig, SessionConfig, SystemClock};
-use crate::webhook::SigningKey;
 use crate::store::redis::redacted;
 use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
+use crate::webhook::SigningKey;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let keyring = match args.keys.load()? {

@@ -140,7 +140,18 @@ impl Event {
     /// The webhook body, exactly as signed and sent:
     /// `{"webhookType":"...","data":{...}}`, compact.
     pub fn webhook_body(&self) -> Vec<u8> {
-        let body = json!({"webhookType": self.kind, "data": self.data});
+        // A struct, not a map, so that `webhookType` comes first as in
+        // VideoSDK's own bodies.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "webhookType")]
+            kind: &'a str,
+            data: &'a Map<String, Value>,
+        }
+        let body = Body {
+            kind: &self.kind,
+            data: &self.data,
+        };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 

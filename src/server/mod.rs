@@ -38,8 +38,8 @@ use crate::service::{
     Clock, DeliveryConfig, DeliveryWorker, EventService, RoomService, SessionConfig,
     SessionService, WebhookKeys,
 };
-use crate::webhook::{SenderConfig, Sender, SigningKey};
 use crate::store::{EventStore, SessionStore, Store};
+use crate::webhook::{Sender, SenderConfig, SigningKey};
 
 /// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
 /// as REST bodies over 64 KiB are refused with 413. A room's settings are at

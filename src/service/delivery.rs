@@ -501,9 +501,15 @@ impl<'a> AccountTask<'a> {
             }
         }
         match record.outcome.as_str() {
-            "dead" => tracing::warn!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, end_point = %record.end_point, error = %record.error, "webhook dead-lettered"),
-            "retrying" => tracing::info!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, error = %record.error, attempt = record.attempt, "webhook delivery failed; will retry"),
-            _ => tracing::debug!(user_id = %self.user_id, event_id = %record.event_id, "webhook delivered"),
+            "dead" => {
+                tracing::warn!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, end_point = %record.end_point, error = %record.error, "webhook dead-lettered")
+            }
+            "retrying" => {
+                tracing::info!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, error = %record.error, attempt = record.attempt, "webhook delivery failed; will retry")
+            }
+            _ => {
+                tracing::debug!(user_id = %self.user_id, event_id = %record.event_id, "webhook delivered")
+            }
         }
         if record.outcome == "dead" {
             let mut dead = record.clone();
@@ -649,9 +655,9 @@ fn backoff(config: &DeliveryConfig, attempt: u32) -> Duration {
 
 fn humanize(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{} h", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{:.1} s", d.as_secs_f64())
@@ -672,7 +678,10 @@ mod tests {
         for attempt in 1..=12u32 {
             let nominal = Duration::from_secs(1u64 << (attempt - 1)).min(Duration::from_secs(60));
             let wait = backoff(&config, attempt);
-            assert!(wait >= nominal.mul_f64(0.5) && wait <= nominal.mul_f64(1.5), "{attempt}: {wait:?}");
+            assert!(
+                wait >= nominal.mul_f64(0.5) && wait <= nominal.mul_f64(1.5),
+                "{attempt}: {wait:?}"
+            );
         }
         assert!(backoff(&config, u32::MAX) <= Duration::from_secs(90));
     }

@@ -35,7 +35,9 @@ pub enum Error {
     RoomDisabled { room: String },
     /// A resume point older than the retained event log: events after it may
     /// be gone, so resuming there could miss some. OUT_OF_RANGE, HTTP 410.
-    #[error("event {id} is no longer retained: events after it may have been dropped; watch without afterEventId")]
+    #[error(
+        "event {id} is no longer retained: events after it may have been dropped; watch without afterEventId"
+    )]
     EventNotRetained { id: String },
     /// Writers kept colliding on one session; the caller may retry.
     #[error("session {what} changed concurrently too often; retry")]

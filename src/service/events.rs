@@ -12,8 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{Clock, Error};
 use crate::auth::Caller;
 use crate::domain::{
-    self, Event, EventId, FieldViolation, LIFECYCLE_EVENTS, NewEvent, Room, UserId,
-    is_known_event, subscribed,
+    self, Event, EventId, FieldViolation, LIFECYCLE_EVENTS, NewEvent, Room, UserId, is_known_event,
+    subscribed,
 };
 use crate::store::{DeliveryRecord, EventStore, RoomKey, Store};
 use crate::webhook::SigningKey;
@@ -232,7 +232,10 @@ impl EventService {
             return Err(Error::InvalidArgument(violations));
         }
         let user_id = caller.account.user_id.clone();
-        let room = match (request.room.as_deref().filter(|r| !r.is_empty()), &caller.room_scope) {
+        let room = match (
+            request.room.as_deref().filter(|r| !r.is_empty()),
+            &caller.room_scope,
+        ) {
             (Some(key), _) => Some(self.room(caller, key).await?),
             // A token scoped to one room watches that room only.
             (None, Some(scope)) => Some(self.room(caller, &scope.clone()).await?),
@@ -267,7 +270,10 @@ impl EventService {
         tokio::spawn(async move {
             let mut cursor = start;
             loop {
-                let batch = match events.read_events(&user_id, Some(cursor), WATCH_BATCH).await {
+                let batch = match events
+                    .read_events(&user_id, Some(cursor), WATCH_BATCH)
+                    .await
+                {
                     Ok(batch) => batch,
                     Err(error) => {
                         let _ = tx.send(Err(Error::Store(error))).await;
@@ -342,7 +348,8 @@ impl EventService {
             ));
         }
         let user_id = &caller.account.user_id;
-        let not_found = || Error::not_found(format!("dead letter {}", domain::excerpt(raw_event_id)));
+        let not_found =
+            || Error::not_found(format!("dead letter {}", domain::excerpt(raw_event_id)));
         let peek = self
             .events
             .dead_letters(user_id, crate::store::DEAD_LETTERS)

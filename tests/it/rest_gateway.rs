@@ -1602,7 +1602,11 @@ async fn every_listed_route_is_served() {
     let session_room = create_custom(&server, "route-check-sessions").await;
     let session_room_id = str_of(&session_room["roomId"]);
     for (method, template) in ROUTES {
-        let mut path = template.replace("{roomId}", room_id);
+        // No dead letter exists: a replay's route answers "dead letter not
+        // found", which is still the route answering.
+        let mut path = template
+            .replace("{roomId}", room_id)
+            .replace("{eventId}", "1700000000000-0");
         if template.starts_with("/v2/sessions") {
             let session =
                 crate::sessions_api::start_session(&server, session_room_id, "route-check").await;
@@ -1637,6 +1641,11 @@ async fn every_listed_route_is_served() {
                 "{method} {template}: {}",
                 reply.text
             );
+        }
+        if template.contains("{eventId}") {
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+            assert!(reply.text.contains("dead letter"), "{}", reply.text);
+            continue;
         }
         assert!(
             reply.status.is_success(),
