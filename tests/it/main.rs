@@ -25,3 +25,4 @@ mod session_store_conformance;
 mod sessions_api;
 mod store_conformance;
 mod token_properties;
+mod webhook_replicas;
