@@ -2,8 +2,8 @@
 //! and its own wording ("Error, decoded message length too large: ...");
 //! gRPC's own implementations (and our error table) say RESOURCE_EXHAUSTED,
 //! which clients treat as "do not retry this as is", and the message is ours
-//! to write. Our handlers never return OUT_OF_RANGE, so every such status from
-//! a wrapped service is that refusal.
+//! to write. WatchEvents answers OUT_OF_RANGE of its own (an event no longer
+//! retained), so only a status with tonic's wording is rewritten.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +11,11 @@ use std::task::{Context, Poll};
 
 use http::HeaderValue;
 use tonic::server::NamedService;
+
+/// What tonic's refusal says ("Error, decoded message length too large:
+/// found N bytes, the limit is: M bytes"), percent-encoding aside: spaces
+/// and these characters are sent as they are.
+const TONIC_OVERSIZE_WORDING: &str = "decoded message length too large";
 
 /// Wraps a generated tonic service whose decoding limit is `limit` bytes,
 /// rewriting its OUT_OF_RANGE refusals to RESOURCE_EXHAUSTED with a message
@@ -56,10 +61,13 @@ where
             let mut response = response.await?;
             let headers = response.headers_mut();
             let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
-            if headers
+            let oversize = headers
                 .get("grpc-status")
                 .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
-            {
+                && headers
+                    .get("grpc-message")
+                    .is_some_and(|v| v.to_str().is_ok_and(|m| m.contains(TONIC_OVERSIZE_WORDING)));
+            if oversize {
                 let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
                 headers.insert(
                     "grpc-status",

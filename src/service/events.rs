@@ -289,6 +289,25 @@ impl EventService {
                         return;
                     }
                 }
+                // Events after the cursor that were trimmed before this
+                // watcher read them are gone: say so rather than skip them.
+                // (Checked after the read: anything trimmed later is caught
+                // by the next round's check.)
+                match events.trimmed_before(&user_id).await {
+                    Ok(Some(trimmed)) if trimmed > cursor.next() => {
+                        let _ = tx
+                            .send(Err(Error::EventNotRetained {
+                                id: cursor.to_string(),
+                            }))
+                            .await;
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = tx.send(Err(Error::Store(error))).await;
+                        return;
+                    }
+                }
                 if tx.is_closed() {
                     return;
                 }

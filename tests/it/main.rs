@@ -26,3 +26,4 @@ mod sessions_api;
 mod store_conformance;
 mod token_properties;
 mod webhook_replicas;
+mod webhooks;
