@@ -159,12 +159,20 @@ pub async fn serve(
         Some(key) => WebhookKeys::configured(key.clone(), app.events.clone()),
         None => WebhookKeys::shared(app.events.clone()),
     };
+    // Watch streams never end by themselves: they are told when the server
+    // starts to stop, before it waits for calls in flight.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     let events = EventService::new(
         app.store.clone(),
         app.events.clone(),
         app.clock.clone(),
         keys.clone(),
-    );
+    )
+    .with_shutdown(stopping);
     let deliverer = if app.webhooks.deliver {
         let worker = DeliveryWorker::new(
             app.store.clone(),

@@ -39,6 +39,9 @@ pub enum Error {
         "event {id} is no longer retained: events after it may have been dropped; watch without afterEventId"
     )]
     EventNotRetained { id: String },
+    /// The server is stopping: a watch ends so its client resumes elsewhere.
+    #[error("server shutting down: resume the watch with afterEventId on another server")]
+    ShuttingDown,
     /// Writers kept colliding on one session; the caller may retry.
     #[error("session {what} changed concurrently too often; retry")]
     Contended { what: String },
@@ -54,7 +57,7 @@ impl PublicError for Error {
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
             Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
             Error::RoomDisabled { .. } => ErrorCode::FailedPrecondition,
-            Error::Contended { .. } => ErrorCode::Unavailable,
+            Error::Contended { .. } | Error::ShuttingDown => ErrorCode::Unavailable,
             Error::EventNotRetained { .. } => ErrorCode::OutOfRange,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Clock, Error};
@@ -33,6 +33,9 @@ pub struct EventService {
     events: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     keys: WebhookKeys,
+    /// Becomes true when the server starts to stop: watches end then, so
+    /// that graceful shutdown does not wait for streams that never end.
+    stopping: watch::Receiver<bool>,
 }
 
 /// The webhook signing key: the operator's (`--webhook-signing-key`), or one
@@ -78,6 +81,13 @@ impl WebhookKeys {
     }
 }
 
+/// Completes when `stopping` changes; never, if nobody can change it.
+async fn stop_signal(stopping: &mut watch::Receiver<bool>) {
+    if stopping.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn corrupt(why: String) -> Error {
     Error::Store(crate::store::StoreError::Corrupt(why))
 }
@@ -102,7 +112,14 @@ impl EventService {
             events,
             clock,
             keys,
+            stopping: watch::channel(false).1,
         }
+    }
+
+    /// Watches end (UNAVAILABLE, resume elsewhere) once `stopping` is true.
+    pub fn with_shutdown(mut self, stopping: watch::Receiver<bool>) -> EventService {
+        self.stopping = stopping;
+        self
     }
 
     /// The webhook signing key's public half (SPKI PEM).
@@ -267,6 +284,7 @@ impl EventService {
         // A task per watcher reads the log and feeds the stream; it ends when
         // the watcher goes away (the receiver is dropped).
         let (tx, rx) = mpsc::channel(64);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut cursor = start;
             loop {
@@ -311,8 +329,15 @@ impl EventService {
                 if tx.is_closed() {
                     return;
                 }
+                if *stopping.borrow() {
+                    let _ = tx.send(Err(Error::ShuttingDown)).await;
+                    return;
+                }
                 if !full {
-                    tokio::time::sleep(WATCH_POLL).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                        _ = stop_signal(&mut stopping) => {}
+                    }
                 }
             }
         });

@@ -14,7 +14,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use roomservice::grpc::pb::event_service_client::EventServiceClient;
-use roomservice::grpc::pb::{CreateRoomRequest, PublishRoomEventRequest, Webhook};
+use roomservice::grpc::pb::{
+    CreateRoomRequest, PublishRoomEventRequest, WatchEventsRequest, Webhook,
+};
 use roomservice::service::DeliveryConfig;
 use roomservice::store::RedisStore;
 use serde_json::Value;
@@ -351,6 +353,69 @@ async fn a_replica_that_dies_mid_delivery_is_taken_over(backend: Backend) {
     second.stop().await;
 }
 
+/// A watch through one replica breaks; resumed through another with the
+/// last event id received, it gets exactly the events it missed.
+async fn a_watch_resumes_on_another_replica(backend: Backend) {
+    let receiver = Receiver::start(200).await;
+    let replicas = [backend.replica().await, backend.replica().await];
+    let room = room_with_webhook(&replicas[0], &receiver.end_point()).await;
+    let watch = |url: String, after: Option<String>| async move {
+        EventServiceClient::connect(url)
+            .await
+            .expect("connected")
+            .watch_events(authed(
+                WatchEventsRequest {
+                    room_id: None,
+                    webhook_types: vec![],
+                    after_event_id: after,
+                },
+                &acme_token(),
+            ))
+            .await
+            .expect("watching")
+            .into_inner()
+    };
+    let next_n = |event: &roomservice::grpc::pb::RoomEvent| {
+        let data = event.data.clone().unwrap_or_default();
+        match data.fields["n"].kind {
+            Some(prost_types::value::Kind::NumberValue(n)) => n as u64,
+            ref other => panic!("n is {other:?}"),
+        }
+    };
+    let mut first = watch(replicas[0].url(), None).await;
+    for n in 0..3 {
+        publish(&replicas[0], &room, n).await;
+    }
+    let mut last = String::new();
+    for n in 0..3u64 {
+        let event = tokio::time::timeout(Duration::from_secs(5), first.message())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("the stream is open");
+        assert_eq!(next_n(&event), n);
+        last = event.event_id;
+    }
+    drop(first);
+    for n in 3..6 {
+        publish(&replicas[1], &room, n).await;
+    }
+    let mut resumed = watch(replicas[1].url(), Some(last)).await;
+    for n in 3..6u64 {
+        let event = tokio::time::timeout(Duration::from_secs(5), resumed.message())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("the stream is open");
+        assert_eq!(next_n(&event), n, "resumed in order, nothing repeated");
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), resumed.message()).await;
+    assert!(more.is_err(), "nothing beyond the missed events: {more:?}");
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
 mod single_redis {
     use super::*;
 
@@ -367,6 +432,11 @@ mod single_redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_that_dies_mid_delivery_is_taken_over() {
         super::a_replica_that_dies_mid_delivery_is_taken_over(Backend::single()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_resumes_on_another_replica() {
+        super::a_watch_resumes_on_another_replica(Backend::single()).await;
     }
 }
 
@@ -386,5 +456,10 @@ mod redis_cluster {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_that_dies_mid_delivery_is_taken_over() {
         super::a_replica_that_dies_mid_delivery_is_taken_over(Backend::cluster()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_resumes_on_another_replica() {
+        super::a_watch_resumes_on_another_replica(Backend::cluster()).await;
     }
 }

@@ -1730,3 +1730,22 @@ async fn delivery_listings_validate_limit_and_need_a_token() {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(bad_field(&refused), "limit");
 }
+
+/// A server that stops does not wait for open watches (they never end by
+/// themselves): each ends with UNAVAILABLE, telling the client to resume
+/// elsewhere, and the stop completes.
+#[tokio::test]
+async fn stopping_the_server_ends_open_watches() {
+    let server = TestServer::start().await;
+    let mut stream = watch(&server, &acme_token(), WatchEventsRequest::default())
+        .await
+        .expect("watching");
+    let stopped = tokio::time::timeout(Duration::from_secs(5), server.stop()).await;
+    assert!(stopped.is_ok(), "the stop waited for the watch");
+    let end = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("the watch ends at once");
+    let status = end.expect_err("an error, not a clean end");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+}
