@@ -17,6 +17,23 @@ impl EventsGrpc {
     pub fn new(service: EventService) -> EventsGrpc {
         EventsGrpc { service }
     }
+
+    async fn listing(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+        dead_only: bool,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let caller = caller(&request)?;
+        let limit = request.get_ref().limit.map(i64::from);
+        let records = self
+            .service
+            .deliveries(&caller, limit, dead_only)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: records.iter().map(convert::delivery).collect(),
+        }))
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RoomEvent, Status>> + Send>>;
@@ -72,32 +89,14 @@ impl EventServiceRpc for EventsGrpc {
         &self,
         request: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let caller = caller(&request)?;
-        let limit = request.get_ref().limit.map(i64::from);
-        let records = self
-            .service
-            .deliveries(&caller, limit, false)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListDeliveriesResponse {
-            deliveries: records.iter().map(convert::delivery).collect(),
-        }))
+        self.listing(request, false).await
     }
 
     async fn list_dead_letters(
         &self,
         request: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let caller = caller(&request)?;
-        let limit = request.get_ref().limit.map(i64::from);
-        let records = self
-            .service
-            .deliveries(&caller, limit, true)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListDeliveriesResponse {
-            deliveries: records.iter().map(convert::delivery).collect(),
-        }))
+        self.listing(request, true).await
     }
 
     async fn replay_dead_letter(

@@ -192,13 +192,8 @@ impl SessionService {
                     }
                     match self
                         .save(Change {
-                            before: Some(&current.value),
-                            after: &session,
-                            expected_version: Some(current.version),
-                            expected_latest: None,
                             require_room_enabled: true,
-                            disable_room: false,
-                            leave_reason: LeaveReason::UserLeft,
+                            ..Change::of(&current, &session)
                         })
                         .await?
                     {
@@ -304,13 +299,8 @@ impl SessionService {
             }
             match self
                 .save(Change {
-                    before: Some(&current.value),
-                    after: &session,
-                    expected_version: Some(current.version),
-                    expected_latest: None,
-                    require_room_enabled: false,
-                    disable_room: false,
                     leave_reason: reason,
+                    ..Change::of(&current, &session)
                 })
                 .await?
             {
@@ -458,13 +448,8 @@ impl SessionService {
             let deactivates = session.deactivates_room;
             match self
                 .save(Change {
-                    before: Some(&current.value),
-                    after: &session,
-                    expected_version: Some(current.version),
-                    expected_latest: None,
-                    require_room_enabled: false,
                     disable_room: deactivates,
-                    leave_reason: LeaveReason::UserLeft,
+                    ..Change::of(&current, &session)
                 })
                 .await?
             {
@@ -537,13 +522,8 @@ impl SessionService {
             }
             match self
                 .save(Change {
-                    before: Some(&current.value),
-                    after: &session,
-                    expected_version: Some(current.version),
-                    expected_latest: None,
-                    require_room_enabled: false,
-                    disable_room: false,
                     leave_reason: LeaveReason::Removed,
+                    ..Change::of(&current, &session)
                 })
                 .await?
             {
@@ -579,18 +559,7 @@ impl SessionService {
             }
             let mut session = current.value.clone();
             session.close(now, EndReason::RoomDeactivated);
-            match self
-                .save(Change {
-                    before: Some(&current.value),
-                    after: &session,
-                    expected_version: Some(current.version),
-                    expected_latest: None,
-                    require_room_enabled: false,
-                    disable_room: false,
-                    leave_reason: LeaveReason::UserLeft,
-                })
-                .await?
-            {
+            match self.save(Change::of(&current, &session)).await? {
                 SaveOutcome::Saved { .. } | SaveOutcome::RoomMissing => return Ok(()),
                 SaveOutcome::Conflict | SaveOutcome::RoomDisabled => continue,
             }
@@ -781,6 +750,7 @@ impl SessionService {
 }
 
 /// One session write: the session as read and as it will be stored.
+#[derive(Clone, Copy)]
 struct Change<'a> {
     /// `None` for a new session.
     before: Option<&'a Session>,
@@ -791,6 +761,21 @@ struct Change<'a> {
     disable_room: bool,
     /// What a participant-left event of this change says.
     leave_reason: LeaveReason,
+}
+
+impl<'a> Change<'a> {
+    /// A change to a stored session that leaves its room as it is.
+    fn of(current: &'a Versioned<Session>, after: &'a Session) -> Change<'a> {
+        Change {
+            before: Some(&current.value),
+            after,
+            expected_version: Some(current.version),
+            expected_latest: None,
+            require_room_enabled: false,
+            disable_room: false,
+            leave_reason: LeaveReason::UserLeft,
+        }
+    }
 }
 
 fn room_names(room: &Room) -> Vec<String> {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use redis::Value;
 
-use super::{RedisStore, codec, read_due_entries, within_deadline};
+use super::{RedisStore, codec, within_deadline};
 use crate::domain::{Event, EventId, NewEvent, UserId};
 use crate::store::{
     DEAD_LETTERS, DeliveryHint, DeliveryRecord, DeliveryState, DeliveryUpdate, EventStore,
@@ -126,32 +126,17 @@ impl EventStore for RedisStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<DeliveryHint>, StoreError> {
-        let mut connection = self.connection()?;
-        let now = now.as_millisecond();
-        let mut due = Vec::new();
-        // As `due_sessions`: one read per shard (each on its own slot), from
-        // a random shard on, stopping once `limit` hints are in hand, so that
-        // replicas looking at once mostly start on different accounts.
-        let first: usize = rand::random_range(0..codec::HINT_SHARDS);
-        for shard in (0..codec::HINT_SHARDS).map(|i| (first + i) % codec::HINT_SHARDS) {
-            if due.len() >= limit {
-                break;
-            }
-            let entries = read_due_entries(
-                &mut connection,
-                self.keys.hint_shard(shard),
-                self.keys.hint_stamps(shard),
+        let mut hints = self
+            .read_shards(
+                codec::HINT_SHARDS,
+                |shard| (self.keys.hint_shard(shard), self.keys.hint_stamps(shard)),
                 now,
-                limit - due.len(),
+                limit,
+                codec::decode_hint,
             )
             .await?;
-            for (member, score, stamp) in entries {
-                due.push(codec::decode_hint(&member, &score, &stamp)?);
-            }
-        }
-        due.sort_by_key(|hint| hint.due);
-        due.truncate(limit);
-        Ok(due)
+        hints.sort_by_key(|hint| hint.due);
+        Ok(hints)
     }
 
     async fn settle_hint(

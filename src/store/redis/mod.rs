@@ -375,36 +375,16 @@ impl SessionStore for RedisStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<DueSession>, StoreError> {
-        let mut connection = self.connection()?;
-        let now = now.as_millisecond();
-        let mut due = Vec::new();
-        // One read per shard: each shard is on its own slot, hence possibly
-        // its own primary. Sixteen small reads per sweep, and one more for
-        // the stamps of a shard that has entries due. Score and stamp are
-        // read apart: a writer in between makes a pair that is either
-        // current or one that no longer settles, both safe.
-        // Shards are read from a random one on, and reading stops once
-        // `limit` entries are in hand: replicas sweeping at once then mostly
-        // work on different shards instead of racing for the same entries.
-        let first: usize = rand::random_range(0..codec::DUE_SHARDS);
-        for shard in (0..codec::DUE_SHARDS).map(|i| (first + i) % codec::DUE_SHARDS) {
-            if due.len() >= limit {
-                break;
-            }
-            let entries = read_due_entries(
-                &mut connection,
-                self.keys.due_shard(shard),
-                self.keys.due_stamps(shard),
+        let mut due = self
+            .read_shards(
+                codec::DUE_SHARDS,
+                |shard| (self.keys.due_shard(shard), self.keys.due_stamps(shard)),
                 now,
-                limit - due.len(),
+                limit,
+                codec::decode_due,
             )
             .await?;
-            for (member, score, stamp) in entries {
-                due.push(codec::decode_due(&member, &score, &stamp)?);
-            }
-        }
         due.sort_by_key(|d| d.due);
-        due.truncate(limit);
         Ok(due)
     }
 
@@ -549,6 +529,41 @@ impl Store for RedisStore {
             }
         };
         self.eviction.observe(&policies)
+    }
+}
+
+impl RedisStore {
+    /// Up to `limit` due entries of a sharded index (the deadline index,
+    /// the delivery hints), decoded. One read per shard: each shard is on
+    /// its own slot, hence possibly its own primary; sixteen small reads,
+    /// and one more for the stamps of a shard with entries due. Shards are
+    /// read from a random one on, and reading stops once `limit` entries are
+    /// in hand: replicas looking at once then mostly work on different
+    /// shards instead of racing for the same entries. No order is promised.
+    async fn read_shards<T>(
+        &self,
+        shards: usize,
+        keys: impl Fn(usize) -> (String, String),
+        now: Timestamp,
+        limit: usize,
+        decode: impl Fn(&str, &str, &str) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut connection = self.connection()?;
+        let now = now.as_millisecond();
+        let mut due = Vec::new();
+        let first: usize = rand::random_range(0..shards);
+        for shard in (0..shards).map(|i| (first + i) % shards) {
+            if due.len() >= limit {
+                break;
+            }
+            let (index, stamps) = keys(shard);
+            let entries =
+                read_due_entries(&mut connection, index, stamps, now, limit - due.len()).await?;
+            for (member, score, stamp) in entries {
+                due.push(decode(&member, &score, &stamp)?);
+            }
+        }
+        Ok(due)
     }
 }
 
