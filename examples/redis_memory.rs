@@ -177,6 +177,9 @@ async fn create_one(store: &RedisStore, user_id: &UserId) -> Result<(), String> 
             CreateOutcome::Existing(_) => {
                 return Err("no customRoomId, yet an existing room".into());
             }
+            CreateOutcome::Replayed(_) | CreateOutcome::KeyReused => {
+                return Err("no idempotency key, yet an answer about one".into());
+            }
         }
     }
 }

@@ -281,7 +281,7 @@ async fn run(
                     ..Default::default()
                 };
                 let created = rooms
-                    .create_room(caller, params)
+                    .create_room(caller, params, None)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(created.room.room_id.to_string())

@@ -16,9 +16,17 @@ type Answer<T> = Result<Json<T>, ApiError>;
 pub async fn create(
     State(state): State<GatewayState>,
     ApiCaller(caller): ApiCaller,
+    headers: http::HeaderMap,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> Answer<RoomJson> {
-    let created = state.rooms.create_room(&caller, body.into_params()).await?;
+    // Not ASCII: replaced by a value the service refuses by name.
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let created = state
+        .rooms
+        .create_room(&caller, body.into_params(), key.as_deref())
+        .await?;
     Ok(Json(RoomJson::created(&created.room, &state.public_url)))
 }
 

@@ -46,10 +46,15 @@ impl RoomServiceRpc for RoomsGrpc {
         request: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
         let caller = caller(&request)?;
+        // Not ASCII: kept as given, so the service refuses it by name.
+        let key = request
+            .metadata()
+            .get("idempotency-key")
+            .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
         let params = convert::create_params(request.into_inner());
         let created = self
             .service
-            .create_room(&caller, params)
+            .create_room(&caller, params, key.as_deref())
             .await
             .map_err(to_status)?;
         Ok(self.room(&created.room))

@@ -39,6 +39,10 @@ pub enum Error {
         "event {id} is no longer retained: events after it may have been dropped; watch without afterEventId"
     )]
     EventNotRetained { id: String },
+    /// A create's idempotency key was used before for different parameters.
+    /// FAILED_PRECONDITION, HTTP 409.
+    #[error("idempotency-key was used for a different request: use a new key for a new room")]
+    IdempotencyKeyReused,
     /// The server is stopping: a watch ends so its client resumes elsewhere.
     #[error("server shutting down: resume the watch with afterEventId on another server")]
     ShuttingDown,
@@ -56,7 +60,9 @@ impl PublicError for Error {
             Error::Store(e) => e.code(),
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
             Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
-            Error::RoomDisabled { .. } => ErrorCode::FailedPrecondition,
+            Error::RoomDisabled { .. } | Error::IdempotencyKeyReused => {
+                ErrorCode::FailedPrecondition
+            }
             Error::Contended { .. } | Error::ShuttingDown => ErrorCode::Unavailable,
             Error::EventNotRetained { .. } => ErrorCode::OutOfRange,
         }

@@ -6,11 +6,47 @@ use crate::domain::{
     self, CreateRoomParams, CustomRoomId, FieldViolation, Paging, Room, RoomId, RoomSpec,
     RoomStatus,
 };
-use crate::store::{CreateOutcome, RoomKey, Store};
+use crate::store::{CreateOutcome, IdempotencyKey, RoomKey, Store};
 
 /// How many fresh roomIds to try when one is already taken. With 62 random
 /// bits a second try is already astronomically rare.
 const ROOM_ID_ATTEMPTS: usize = 5;
+
+/// How long a create's idempotency key counts.
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// A valid key, hashed (stored keys have a fixed size whatever was sent).
+fn check_idempotency_key(raw: &str) -> Result<String, Error> {
+    if raw.is_empty()
+        || raw.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Error::invalid(
+            "idempotency-key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"),
+        ));
+    }
+    Ok(hex_digest(raw.as_bytes()))
+}
+
+/// What a create asks for, as a digest: the same key with another request
+/// is told apart by it. The settings' JSON is the stored form, so it is
+/// stable for as long as stored rooms are readable.
+fn fingerprint(spec: &RoomSpec) -> String {
+    let settings = serde_json::to_string(&spec.settings).unwrap_or_default();
+    let custom = spec.custom_room_id.as_ref().map_or("", |c| c.as_str());
+    hex_digest(format!("{custom}\n{settings}").as_bytes())
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The result of a create: the room, and whether this call made it.
 #[derive(Clone, Debug)]
@@ -72,12 +108,24 @@ impl RoomService {
     /// customRoomId unchanged (even when the account is full: a repeat adds
     /// nothing). A new room past the account's limit is refused with
     /// RESOURCE_EXHAUSTED.
+    ///
+    /// With an idempotency key, a repeat by the same account within
+    /// [`IDEMPOTENCY_TTL`] returns the room the first call made, whatever
+    /// became of that call's answer; the same key with other parameters is
+    /// FAILED_PRECONDITION.
     pub async fn create_room(
         &self,
         caller: &Caller,
         params: CreateRoomParams,
+        idempotency_key: Option<&str>,
     ) -> Result<Created, Error> {
+        let key = idempotency_key.map(check_idempotency_key).transpose()?;
         let spec = RoomSpec::parse(params).map_err(Error::InvalidArgument)?;
+        let key = key.map(|key_hash| IdempotencyKey {
+            key_hash,
+            fingerprint: fingerprint(&spec),
+            ttl: IDEMPOTENCY_TTL,
+        });
         if caller.room_scope.is_some() {
             // A room-scoped token may only create (or re-fetch) its own room.
             let custom = spec.custom_room_id.as_ref().map(|c| c.as_str());
@@ -99,7 +147,7 @@ impl RoomService {
             };
             let outcome = self
                 .store
-                .create_room(&room, self.max_rooms_per_account)
+                .create_room_once(&room, self.max_rooms_per_account, key.as_ref())
                 .await?;
             match outcome {
                 CreateOutcome::Created(room) => {
@@ -109,6 +157,15 @@ impl RoomService {
                         created: true,
                     });
                 }
+                CreateOutcome::Replayed(room) => {
+                    tracing::info!(room_id = %room.room_id, "create repeated with its idempotency key");
+                    check_scope(caller, &room)?;
+                    return Ok(Created {
+                        room,
+                        created: false,
+                    });
+                }
+                CreateOutcome::KeyReused => return Err(Error::IdempotencyKeyReused),
                 CreateOutcome::Existing(room) => {
                     check_scope(caller, &room)?;
                     return Ok(Created {

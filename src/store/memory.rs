@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use super::memory_events::Events;
 use super::{
     CreateOutcome, DeliveryHint, DeliveryRecord, DeliveryState, DeliveryUpdate, DueSession,
-    EventStore, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore,
-    Store, StoreError, Versioned,
+    EventStore, IdempotencyKey, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus,
+    SessionStore, Store, StoreError, Versioned,
 };
 use crate::domain::{
     CustomRoomId, Event, EventId, NewEvent, Room, RoomId, Session, SessionId, UserId,
@@ -53,6 +53,10 @@ struct AccountRooms {
     by_custom_id: HashMap<CustomRoomId, RoomId>,
     /// The listing index: (created at in ms, roomId), read backwards for newest first.
     by_creation: BTreeSet<(i64, RoomId)>,
+    /// Creates' idempotency keys: key hash → (the room, the request's
+    /// fingerprint, until when the key counts). Expired ones are dropped
+    /// at the account's next create.
+    idempotency: HashMap<String, (RoomId, String, std::time::Instant)>,
 }
 
 impl MemoryStore {
@@ -63,7 +67,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError> {
+    async fn create_room_once(
+        &self,
+        room: &Room,
+        max_rooms: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CreateOutcome, StoreError> {
         let mut inner = self.inner.lock().expect("store lock poisoned");
         let Inner {
             accounts,
@@ -71,12 +80,34 @@ impl Store for MemoryStore {
             ..
         } = &mut *inner;
         let account = accounts.entry(room.user_id.clone()).or_default();
+        let now = std::time::Instant::now();
+        account.idempotency.retain(|_, (_, _, until)| *until > now);
+        if let Some(key) = key
+            && let Some((room_id, fingerprint, _)) = account.idempotency.get(&key.key_hash)
+        {
+            if *fingerprint != key.fingerprint {
+                return Ok(CreateOutcome::KeyReused);
+            }
+            if let Some(earlier) = account.rooms.get(room_id) {
+                return Ok(CreateOutcome::Replayed(earlier.clone()));
+            }
+        }
+        let remember = |account: &mut AccountRooms, room_id: &RoomId| {
+            if let Some(key) = key {
+                account.idempotency.insert(
+                    key.key_hash.clone(),
+                    (room_id.clone(), key.fingerprint.clone(), now + key.ttl),
+                );
+            }
+        };
         if let Some(existing) = room
             .custom_room_id
             .as_ref()
             .and_then(|custom| account.by_custom_id.get(custom))
+            .cloned()
         {
-            return Ok(CreateOutcome::Existing(account.rooms[existing].clone()));
+            remember(account, &existing);
+            return Ok(CreateOutcome::Existing(account.rooms[&existing].clone()));
         }
         // Checked under the same lock as the insert below, so concurrent
         // creates cannot overshoot.
@@ -95,6 +126,7 @@ impl Store for MemoryStore {
             .by_creation
             .insert((room.created_at.as_millisecond(), room.room_id.clone()));
         account.rooms.insert(room.room_id.clone(), room.clone());
+        remember(account, &room.room_id);
         Ok(CreateOutcome::Created(room.clone()))
     }
 

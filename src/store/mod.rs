@@ -67,6 +67,25 @@ pub enum CreateOutcome {
     /// The account already holds `max_rooms` rooms (or more, should the
     /// limit have been lowered); nothing was written.
     AccountFull,
+    /// The idempotency key was used before, with the same request, for this
+    /// room; nothing was written.
+    Replayed(Room),
+    /// The idempotency key was used before for a different request; nothing
+    /// was written.
+    KeyReused,
+}
+
+/// A create's idempotency key: a repeat with the same key (by the same
+/// account, within `ttl`) returns the room the first one made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The client's key, hashed: stored keys have a fixed size whatever the
+    /// client sent.
+    pub key_hash: String,
+    /// A digest of the request's parameters, so that a key reused for a
+    /// different request is told apart.
+    pub fingerprint: String,
+    pub ttl: std::time::Duration,
 }
 
 /// How a caller named a room. A string may have several readings (a
@@ -117,7 +136,21 @@ pub trait Store: Send + Sync + 'static {
     /// processes, store exactly one room, and concurrent calls for one account
     /// never store more than `max_rooms`. The room and its index entries are
     /// written together or not at all. `u64::MAX` means no limit.
-    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError>;
+    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError> {
+        self.create_room_once(room, max_rooms, None).await
+    }
+
+    /// [`Store::create_room`] with an idempotency key, checked and recorded
+    /// in the same atomic step as the create: a key seen before with the
+    /// same fingerprint answers `Replayed` with its room, with another
+    /// fingerprint `KeyReused`; otherwise the key is recorded (for `ttl`)
+    /// with the room created or, for a known customRoomId, the existing one.
+    async fn create_room_once(
+        &self,
+        room: &Room,
+        max_rooms: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CreateOutcome, StoreError>;
 
     /// The account's room named by `key`, trying roomId, then document id,
     /// then customRoomId.

@@ -223,7 +223,7 @@ async fn create_room(
     };
     replica
         .rooms
-        .create_room(caller, params)
+        .create_room(caller, params, None)
         .await
         .expect("create room")
         .room

@@ -10,7 +10,7 @@ use roomservice::domain::{
     AutoCloseConfig, AutoCloseType, CustomRoomId, DocumentId, GeoFence, Room, RoomId, RoomSettings,
     UserId, Webhook,
 };
-use roomservice::store::{CreateOutcome, MemoryStore, RoomKey, Store};
+use roomservice::store::{CreateOutcome, IdempotencyKey, MemoryStore, RoomKey, Store};
 
 macro_rules! conformance_suite {
     ($backend:ident, $make:path) => {
@@ -32,7 +32,11 @@ macro_rules! conformance_suite {
                 concurrent_status_changes_leave_a_consistent_room,
                 full_account_refuses_new_rooms_and_writes_nothing,
                 full_account_still_returns_an_existing_custom_room_id,
-                concurrent_creates_never_exceed_the_limit
+                concurrent_creates_never_exceed_the_limit,
+                an_idempotency_key_returns_the_first_room,
+                an_idempotency_key_reused_for_another_request_writes_nothing,
+                an_idempotency_key_expires,
+                concurrent_creates_with_one_key_store_one_room
             );
         }
     };
@@ -185,6 +189,7 @@ pub async fn concurrent_creates_store_one_room(store: Arc<dyn Store>) {
             }
             CreateOutcome::RoomIdTaken => panic!("random roomIds collided"),
             CreateOutcome::AccountFull => panic!("no limit, yet the account is full"),
+            other => panic!("no idempotency key, yet {other:?}"),
         }
     }
     assert_eq!(created_count, 1);
@@ -570,3 +575,176 @@ pub async fn concurrent_status_changes_leave_a_consistent_room(store: Arc<dyn St
 
 conformance_suite!(single_redis, crate::store_conformance::single_redis_store);
 conformance_suite!(redis_cluster, crate::store_conformance::cluster_redis_store);
+
+fn idempotency(key: &str, fingerprint: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        key_hash: key.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        ttl: std::time::Duration::from_secs(60),
+    }
+}
+
+/// A create retried with its key (a new roomId drawn, as the service does)
+/// gets the first room and stores nothing more, in the same account only.
+pub async fn an_idempotency_key_returns_the_first_room(store: Arc<dyn Store>) {
+    let owner = user(40);
+    let key = idempotency("k1", "f1");
+    let first = match store
+        .create_room_once(
+            &room(&owner, None, 1_700_000_000_000),
+            UNLIMITED,
+            Some(&key),
+        )
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(room) => room,
+        other => panic!("expected Created, got {other:?}"),
+    };
+    let retry = room(&owner, None, 1_700_000_000_100);
+    match store
+        .create_room_once(&retry, UNLIMITED, Some(&key))
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Replayed(room) => assert_eq!(room, first),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
+    assert!(
+        store
+            .get_room(&owner, &key_of(&retry))
+            .await
+            .unwrap()
+            .is_none(),
+        "the retry's roomId was not stored"
+    );
+    // Another account's key of the same name is its own.
+    let other = user(41);
+    assert!(matches!(
+        store
+            .create_room_once(
+                &room(&other, None, 1_700_000_000_200),
+                UNLIMITED,
+                Some(&key)
+            )
+            .await
+            .unwrap(),
+        CreateOutcome::Created(_)
+    ));
+    // A customRoomId create with a key records the room it answers with.
+    let named = idempotency("k2", "f2");
+    let custom = created(&store, &room(&owner, Some("named"), 1_700_000_000_300)).await;
+    match store
+        .create_room_once(
+            &room(&owner, Some("named"), 1_700_000_000_400),
+            UNLIMITED,
+            Some(&named),
+        )
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Existing(room) => assert_eq!(room, custom),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    match store
+        .create_room_once(
+            &room(&owner, Some("named"), 1_700_000_000_500),
+            UNLIMITED,
+            Some(&named),
+        )
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Replayed(room) => assert_eq!(room, custom),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+}
+
+fn key_of(room: &Room) -> RoomKey {
+    key(room.room_id.as_str())
+}
+
+pub async fn an_idempotency_key_reused_for_another_request_writes_nothing(store: Arc<dyn Store>) {
+    let owner = user(42);
+    store
+        .create_room_once(
+            &room(&owner, None, 1_700_000_000_000),
+            UNLIMITED,
+            Some(&idempotency("k", "f1")),
+        )
+        .await
+        .unwrap();
+    let other = room(&owner, Some("different"), 1_700_000_000_100);
+    assert_eq!(
+        store
+            .create_room_once(&other, UNLIMITED, Some(&idempotency("k", "f2")))
+            .await
+            .unwrap(),
+        CreateOutcome::KeyReused
+    );
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
+    assert!(
+        store
+            .get_room(&owner, &key("different"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn an_idempotency_key_expires(store: Arc<dyn Store>) {
+    let owner = user(43);
+    let short = IdempotencyKey {
+        ttl: std::time::Duration::from_millis(200),
+        ..idempotency("k", "f")
+    };
+    store
+        .create_room_once(
+            &room(&owner, None, 1_700_000_000_000),
+            UNLIMITED,
+            Some(&short),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(matches!(
+        store
+            .create_room_once(
+                &room(&owner, None, 1_700_000_000_100),
+                UNLIMITED,
+                Some(&short)
+            )
+            .await
+            .unwrap(),
+        CreateOutcome::Created(_)
+    ));
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 2);
+}
+
+pub async fn concurrent_creates_with_one_key_store_one_room(store: Arc<dyn Store>) {
+    let owner = user(44);
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let store = store.clone();
+            let candidate = room(&owner, None, 1_700_000_000_000 + i);
+            tokio::spawn(async move {
+                store
+                    .create_room_once(&candidate, UNLIMITED, Some(&idempotency("burst", "f")))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut room_ids = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            CreateOutcome::Created(room) | CreateOutcome::Replayed(room) => {
+                room_ids.insert(room.room_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(room_ids.len(), 1);
+    assert_eq!(store.list_rooms(&owner, 0, 10).await.unwrap().1, 1);
+}

@@ -436,6 +436,12 @@ impl Keys {
     pub(super) fn listing(&self, user_id: &UserId) -> String {
         format!("{}{{{user_id}}}:rooms", self.prefix)
     }
+
+    /// `P{U}:idem:<key hash>`, a create's idempotency key: `<roomId>
+    /// <fingerprint>`, expiring after its TTL.
+    pub(super) fn idempotency(&self, user_id: &UserId, key_hash: &str) -> String {
+        format!("{}{{{user_id}}}:idem:{key_hash}", self.prefix)
+    }
 }
 
 /// The room hash's field/value pairs. Fields holding their default are left
@@ -472,13 +478,18 @@ pub(super) fn decode_create(room: &Room, reply: Value) -> Result<CreateOutcome, 
         "created" => Ok(CreateOutcome::Created(room.clone())),
         "taken" => Ok(CreateOutcome::RoomIdTaken),
         "full" => Ok(CreateOutcome::AccountFull),
-        "existing" => {
+        "reused" => Ok(CreateOutcome::KeyReused),
+        "existing" | "replayed" => {
             let (room_id, fields) = match (items.next(), items.next()) {
                 (Some(room_id), Some(fields)) => (room_id, fields),
-                _ => return Err(corrupt("create reply lacks the existing room")),
+                _ => return Err(corrupt("create reply lacks the earlier room")),
             };
-            let existing = decode_room(&room.user_id, room_id, fields)?;
-            Ok(CreateOutcome::Existing(existing))
+            let earlier = decode_room(&room.user_id, room_id, fields)?;
+            Ok(if tag == "existing" {
+                CreateOutcome::Existing(earlier)
+            } else {
+                CreateOutcome::Replayed(earlier)
+            })
         }
         other => Err(corrupt(format!("unknown create reply {other:?}"))),
     }

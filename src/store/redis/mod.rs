@@ -32,8 +32,8 @@ use tokio::task::AbortHandle;
 use self::codec::Keys;
 use self::eviction::{EvictionGuard, NodePolicy};
 use super::{
-    CreateOutcome, DueSession, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus,
-    SessionStore, Store, StoreError, Versioned,
+    CreateOutcome, DueSession, IdempotencyKey, RoomKey, SaveOutcome, SaveSession, SessionFilter,
+    SessionStatus, SessionStore, Store, StoreError, Versioned,
 };
 use crate::domain::{Room, RoomId, Session, SessionId, UserId};
 
@@ -419,7 +419,12 @@ impl Drop for RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create_room(&self, room: &Room, max_rooms: u64) -> Result<CreateOutcome, StoreError> {
+    async fn create_room_once(
+        &self,
+        room: &Room,
+        max_rooms: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CreateOutcome, StoreError> {
         let fields = codec::encode_room(room)?;
         let custom_room_id = room.custom_room_id.as_ref().map_or("", |c| c.as_str());
         let mut invocation = self.scripts.create.prepare_invoke();
@@ -427,10 +432,17 @@ impl Store for RedisStore {
             .key(self.keys.room(&room.user_id, &room.room_id))
             .key(self.keys.custom_ids(&room.user_id))
             .key(self.keys.listing(&room.user_id))
+            // Named even without a key: a script's keys are fixed in number.
+            .key(
+                self.keys
+                    .idempotency(&room.user_id, key.map_or("none", |k| k.key_hash.as_str())),
+            )
             .arg(room.room_id.as_str())
             .arg(custom_room_id)
             .arg(room.created_at.as_millisecond())
-            .arg(max_rooms);
+            .arg(max_rooms)
+            .arg(key.map_or("", |k| k.fingerprint.as_str()))
+            .arg(key.map_or(0, |k| k.ttl.as_millis().max(1) as u64));
         for (name, value) in &fields {
             invocation.arg(*name).arg(value);
         }
