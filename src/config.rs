@@ -153,6 +153,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_LOG", default_value = "info")]
     pub log: String,
 
+    /// Calls one account may make on this server, e.g. `200/s,burst=400`
+    /// (or `12000/m`): a token bucket per account, per replica (N replicas
+    /// allow up to N times as much). Excess calls get RESOURCE_EXHAUSTED
+    /// with a RetryInfo detail, HTTP 429 with Retry-After. Off by default.
+    #[arg(long, env = "ROOMSERVICE_RATE_LIMIT", value_name = "RATE")]
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
+
     /// PEM file of the RSA private key (PKCS#8 or PKCS#1, at least 2048
     /// bits) that signs webhooks (`videosdk-signature`). Without it, one key
     /// is made on first start and kept in the store, so every replica signs

@@ -17,6 +17,8 @@ pub mod error;
 pub mod gateway;
 /// tonic adapters: proto ⇄ domain, auth interceptor, service impls.
 pub mod grpc;
+/// Per-account rate limits, per replica.
+pub mod ratelimit;
 /// Startup and shutdown of the `serve` command.
 pub mod run;
 /// One listener: gRPC (RoomService, health, reflection) and the REST gateway.

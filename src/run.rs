@@ -79,6 +79,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             "--webhook-allow-private: webhooks may reach loopback and private addresses; anyone who can create a room can make this server call into its network"
         );
     }
+    if let Some(limit) = args.rate_limit {
+        tracing::info!(limit = %limit, "rate limit per account, per replica");
+    }
     let (store, sessions, events) = open_store(&args)?;
 
     let app = App {
@@ -110,6 +113,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         limits: Limits {
             max_in_flight: args.max_in_flight as usize,
             max_rooms_per_account: args.max_rooms_per_account,
+            rate_limit: args.rate_limit,
         },
     };
     tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");

@@ -78,6 +78,11 @@ impl ApiError {
             Error::RoomIdRequired { field, .. } => {
                 api.fields = vec![FieldViolation::new(field, Error::ROOM_ID_RULE)];
             }
+            Error::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up: Retry-After takes no fractions.
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                api.retry_after = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
+            }
             _ => {}
         }
         api

@@ -31,7 +31,10 @@ impl FromRequestParts<GatewayState> for ApiCaller {
             })?),
         };
         match state.verifier.verify_management(header) {
-            Ok(caller) => Ok(ApiCaller(caller)),
+            Ok(caller) => {
+                crate::ratelimit::admit(&state.limiter, &caller.account.user_id)?;
+                Ok(ApiCaller(caller))
+            }
             Err(refusal) => {
                 tracing::info!(reason = %refusal, "request refused");
                 Err(Error::Auth(refusal).into())

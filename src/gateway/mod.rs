@@ -134,6 +134,7 @@ pub struct GatewayState {
     pub sessions: SessionService,
     pub events: EventService,
     pub verifier: Arc<Verifier>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
     pub public_url: PublicUrl,
     pub readiness: Readiness,
 }

@@ -5,19 +5,22 @@ use tonic::{Request, Status};
 
 use super::to_status;
 use crate::auth::{AuthError, Verifier};
+use crate::ratelimit::{RateLimiter, admit};
 use crate::service::Error;
 
 /// Verifies the `authorization` metadata of every call to a management
 /// service and hands the verified [`crate::auth::Caller`] to the handler as a
 /// request extension. Refusals are logged with their reason (never the token).
+/// Then takes the call from the account's rate-limit bucket.
 #[derive(Clone)]
 pub struct AuthInterceptor {
     verifier: Arc<Verifier>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl AuthInterceptor {
-    pub fn new(verifier: Arc<Verifier>) -> AuthInterceptor {
-        AuthInterceptor { verifier }
+    pub fn new(verifier: Arc<Verifier>, limiter: Arc<RateLimiter>) -> AuthInterceptor {
+        AuthInterceptor { verifier, limiter }
     }
 }
 
@@ -33,6 +36,7 @@ impl Interceptor for AuthInterceptor {
         };
         match self.verifier.verify_management(header) {
             Ok(caller) => {
+                admit(&self.limiter, &caller.account.user_id).map_err(to_status)?;
                 request.extensions_mut().insert(caller);
                 Ok(request)
             }

@@ -35,6 +35,11 @@ pub fn to_status(err: Error) -> Status {
                 std::slice::from_ref(&violation),
             )
         }
+        Error::RateLimited { retry_after, .. } => Status::with_error_details(
+            code.grpc_code(),
+            err.public_message(),
+            ErrorDetails::with_retry_info(Some(*retry_after)),
+        ),
         _ => fit(code, &err.public_message(), &[]),
     }
 }

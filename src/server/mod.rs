@@ -34,6 +34,7 @@ use crate::grpc::{
     AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc,
     SessionsGrpc,
 };
+use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::service::{
     Clock, DeliveryConfig, DeliveryWorker, EventService, RoomService, SessionConfig,
     SessionService, WebhookKeys,
@@ -98,12 +99,15 @@ impl Default for WebhookSettings {
 }
 
 /// Operator-set bounds on what one server takes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Calls (gRPC and REST) served at once; more are refused at once.
     pub max_in_flight: usize,
     /// Rooms one account may hold.
     pub max_rooms_per_account: u64,
+    /// Calls one account may make on this server (`--rate-limit`); none
+    /// by default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Limits {
@@ -111,6 +115,7 @@ impl Default for Limits {
         Limits {
             max_in_flight: 256,
             max_rooms_per_account: 1_000_000,
+            rate_limit: None,
         }
     }
 }
@@ -140,6 +145,8 @@ pub async fn serve(
         first,
     ));
 
+    // One rate limiter: an account's gRPC and REST calls share its bucket.
+    let limiter = Arc::new(RateLimiter::new(app.limits.rate_limit));
     // One RoomService and one SessionService, handed to both transports.
     let sessions = SessionService::new(
         app.store.clone(),
@@ -189,6 +196,7 @@ pub async fn serve(
     let dispatch = dispatch::Dispatch {
         grpc: grpc_router(
             &app,
+            &limiter,
             rooms.clone(),
             sessions.clone(),
             events.clone(),
@@ -200,6 +208,7 @@ pub async fn serve(
                 sessions,
                 events,
                 verifier: app.verifier.clone(),
+                limiter: limiter.clone(),
                 public_url: app.public_url.clone(),
                 readiness,
             },
@@ -223,6 +232,7 @@ pub async fn serve(
 
 fn grpc_router(
     app: &App,
+    limiter: &Arc<RateLimiter>,
     rooms: RoomService,
     sessions: SessionService,
     events: EventService,
@@ -264,7 +274,10 @@ fn grpc_router(
     // Configure the server type before wrapping it: the interceptor wrapper
     // does not expose these settings.
     let rooms = RoomServiceServer::new(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let rooms = InterceptedService::new(rooms, AuthInterceptor::new(app.verifier.clone()));
+    let rooms = InterceptedService::new(
+        rooms,
+        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
+    );
     let rooms = OversizeAsResourceExhausted::new(rooms, MAX_REQUEST_BYTES);
 
     // SessionService: the same limits and the same token check. Media-plane
@@ -272,14 +285,20 @@ fn grpc_router(
     // token` mints them); the service itself checks `service = true`.
     let sessions = SessionsGrpc::new(sessions, app.public_url.clone());
     let sessions = SessionServiceServer::new(sessions).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let sessions = InterceptedService::new(sessions, AuthInterceptor::new(app.verifier.clone()));
+    let sessions = InterceptedService::new(
+        sessions,
+        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
+    );
     let sessions = OversizeAsResourceExhausted::new(sessions, MAX_REQUEST_BYTES);
 
     // EventService: the same limits and token check; PublishRoomEvent's
     // service-key rule is the service's.
     let events = EventsGrpc::new(events);
     let events = EventServiceServer::new(events).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let events = InterceptedService::new(events, AuthInterceptor::new(app.verifier.clone()));
+    let events = InterceptedService::new(
+        events,
+        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
+    );
     let events = OversizeAsResourceExhausted::new(events, MAX_REQUEST_BYTES);
 
     Routes::new(health_service)

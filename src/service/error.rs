@@ -43,6 +43,14 @@ pub enum Error {
     /// FAILED_PRECONDITION, HTTP 409.
     #[error("idempotency-key was used for a different request: use a new key for a new room")]
     IdempotencyKeyReused,
+    /// The account made more calls than `--rate-limit` allows on this
+    /// server. RESOURCE_EXHAUSTED with a google.rpc.RetryInfo detail; HTTP
+    /// 429 with Retry-After.
+    #[error("rate limit exceeded: this account may make {limit} calls on this server; retry in {} ms", .retry_after.as_millis().max(1))]
+    RateLimited {
+        limit: crate::ratelimit::RateLimit,
+        retry_after: std::time::Duration,
+    },
     /// The server is stopping: a watch ends so its client resumes elsewhere.
     #[error("server shutting down: resume the watch with afterEventId on another server")]
     ShuttingDown,
@@ -59,7 +67,7 @@ impl PublicError for Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Store(e) => e.code(),
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
-            Error::AccountFull { .. } => ErrorCode::ResourceExhausted,
+            Error::AccountFull { .. } | Error::RateLimited { .. } => ErrorCode::ResourceExhausted,
             Error::RoomDisabled { .. } | Error::IdempotencyKeyReused => {
                 ErrorCode::FailedPrecondition
             }

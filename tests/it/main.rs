@@ -11,6 +11,7 @@ mod cli;
 mod error_size;
 mod event_store_conformance;
 mod idempotency;
+mod rate_limits;
 mod redis_faults;
 mod redis_policy;
 mod redis_service;
