@@ -298,6 +298,7 @@ fn start_server(args: &Args) -> String {
                 clock: Arc::new(SystemClock),
                 sweeper: true,
                 webhooks: WebhookSettings::default(),
+                shutdown_delay: Duration::ZERO,
                 verifier: Arc::new(Verifier::new(keyring, false)),
                 public_url: PublicUrl::parse(&format!("http://{addr}")).expect("a URL"),
                 cors: CorsOrigins::None,

@@ -183,8 +183,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub event_retention: std::time::Duration,
 
+    /// On SIGINT/SIGTERM, how long to keep serving while health reports
+    /// NOT_SERVING (and /readyz 503), before the listener closes: time for
+    /// load balancers to notice and stop sending (e.g. 5s behind one that
+    /// checks every few seconds).
+    #[arg(long, env = "ROOMSERVICE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: std::time::Duration,
+
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before
-    /// the process exits anyway.
+    /// the process exits anyway, with a non-zero status; a second signal
+    /// stops at once.
     #[arg(long, env = "ROOMSERVICE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
 }

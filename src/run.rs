@@ -100,6 +100,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         clock: Arc::new(SystemClock),
         sweeper: true,
+        shutdown_delay: args.shutdown_delay,
         webhooks: WebhookSettings {
             signing_key,
             allow_private: args.webhook_allow_private,
@@ -119,10 +120,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = signals;
     let shutdown = async move {
         signals.received().await;
         tracing::info!("shutting down: refusing new connections, finishing in-flight calls");
         let _ = stopping_tx.send(());
+        // A second signal means "now": an operator who cannot wait.
+        tokio::spawn(async move {
+            signals.received().await;
+            tracing::warn!("second signal: stopping at once, calls in flight are cut off");
+            std::process::exit(EXIT_FORCED);
+        });
     };
     let grace = args.shutdown_grace;
     tokio::select! {
@@ -132,9 +140,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         _ = async move {
             let _ = stopping_rx.await;
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep(args.shutdown_delay + grace).await;
         } => {
+            // Non-zero, so a supervisor can tell a forced stop from a clean one.
             tracing::warn!(grace_seconds = grace.as_secs(), "calls still running after the shutdown grace period; exiting");
+            return Err(format!(
+                "calls were still running when the shutdown grace period ({} s) ran out",
+                grace.as_secs()
+            ));
         }
     }
     Ok(())
@@ -189,6 +202,10 @@ fn open_store(args: &ServeArgs) -> Result<Stores, String> {
     Ok((store.clone(), store.clone(), store))
 }
 
+/// The exit status of a stop forced by a second signal (as a shell reports
+/// a process ended by SIGINT).
+const EXIT_FORCED: i32 = 130;
+
 /// SIGINT and SIGTERM listeners, installed before the server says it is
 /// listening: a signal sent any time after that line must stop the server
 /// gracefully, not kill it with the default action.
@@ -208,7 +225,7 @@ impl ShutdownSignals {
         })
     }
 
-    async fn received(mut self) {
+    async fn received(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

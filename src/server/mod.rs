@@ -71,6 +71,9 @@ pub struct App {
     /// own Redis commands).
     pub sweeper: bool,
     pub webhooks: WebhookSettings,
+    /// After a shutdown signal, how long to report NOT_SERVING while still
+    /// serving, before the listener closes (`--shutdown-delay`).
+    pub shutdown_delay: Duration,
 }
 
 /// How webhooks are signed and delivered.
@@ -137,13 +140,41 @@ pub async fn serve(
     // Report before accepting connections, so a health check never meets an
     // unregistered service; then keep reporting for as long as this server
     // runs (the prober is aborted when `serve` returns).
+    health_reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let first = probe_once(app.store.as_ref(), &health_reporter, &readiness, None).await;
     let prober = tokio::spawn(probe_store(
         app.store.clone(),
-        health_reporter,
+        health_reporter.clone(),
         readiness.clone(),
         first,
     ));
+    // On shutdown, readiness goes first: NOT_SERVING (and /readyz 503) for
+    // `shutdown_delay` while calls are still taken, so that load balancers
+    // stop sending before the listener closes.
+    let shutdown = {
+        let prober = prober.abort_handle();
+        let readiness = readiness.clone();
+        let delay = app.shutdown_delay;
+        async move {
+            shutdown.await;
+            prober.abort();
+            readiness.set(false);
+            for service in HEALTH_SERVICES {
+                health_reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "shutting down: reporting NOT_SERVING, still serving until the delay has passed"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
 
     // One rate limiter: an account's gRPC and REST calls share its bucket.
     let limiter = Arc::new(RateLimiter::new(app.limits.rate_limit));
@@ -349,7 +380,17 @@ async fn sweep_forever(sessions: SessionService) {
 }
 
 /// The services whose health follows the store's.
-const HEALTH_SERVICES: [&str; 3] = ["", "rooms.v1.RoomService", "rooms.v1.SessionService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "rooms.v1.RoomService",
+    "rooms.v1.SessionService",
+    "rooms.v1.EventService",
+];
+
+/// A health service that is SERVING for as long as the process serves at
+/// all, whatever the store: what a liveness probe should ask, so that an
+/// outage of Redis does not make an orchestrator restart every replica.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Keeps `grpc.health.v1` and `/readyz` in step with the store: not serving
 /// while it cannot be reached, serving again as soon as it can.

@@ -87,6 +87,7 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     pub sweeper: bool,
     pub webhooks: WebhookSettings,
+    pub shutdown_delay: Duration,
 }
 
 /// One signing key for every test server of this run (making RSA keys is
@@ -126,6 +127,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             sweeper: true,
             webhooks: test_webhooks(),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -181,6 +183,7 @@ impl TestServer {
             clock: options.clock,
             sweeper: options.sweeper,
             webhooks: options.webhooks,
+            shutdown_delay: options.shutdown_delay,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -25,6 +25,7 @@ mod session_lifecycle;
 mod session_replicas;
 mod session_store_conformance;
 mod sessions_api;
+mod shutdown;
 mod store_conformance;
 mod token_properties;
 mod webhook_replicas;
