@@ -24,6 +24,7 @@ mod session_replicas;
 mod session_store_conformance;
 mod sessions_api;
 mod store_conformance;
+mod tls;
 mod token_properties;
 mod webhook_replicas;
 mod webhooks;
