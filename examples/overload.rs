@@ -303,6 +303,7 @@ fn start_server(args: &Args) -> String {
                 public_url: PublicUrl::parse(&format!("http://{addr}")).expect("a URL"),
                 cors: CorsOrigins::None,
                 limits,
+                tls: None,
             };
             tx.send(addr.to_string()).expect("main waits");
             server::serve(listener, app, std::future::pending())

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Keyring;
+use crate::server::TlsFiles;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at startup: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default).
@@ -81,6 +84,39 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub keys: KeySource,
+
+    /// PEM file of the server's certificate chain, leaf first. With it (and
+    /// --tls-key) the port speaks TLS only, offering ALPN h2 and http/1.1.
+    /// Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    /// Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file of the CA certificates that client certificates must chain
+    /// to: every client must present one (mTLS). Needs --tls-cert and
+    /// --tls-key. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert",
+        requires = "tls_key"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Browser origins allowed to call the REST API (CORS): "*" or a
     /// comma-separated list such as "https://app.example.com". None by default.
@@ -195,6 +231,21 @@ pub struct ServeArgs {
     /// stops at once.
     #[arg(long, env = "ROOMSERVICE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
+}
+
+impl ServeArgs {
+    /// The TLS files, when TLS is configured. clap has already made sure
+    /// the certificate and the key come together.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

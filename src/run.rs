@@ -1,6 +1,7 @@
-//! `roomservice serve`: turn flags into a running server, and stop it
-//! gracefully on SIGINT/SIGTERM.
+//! `roomservice serve`: turn flags into a running server, reload its files
+//! on SIGHUP, and stop it gracefully on SIGINT/SIGTERM.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
-use crate::server::{self, App, Limits, WebhookSettings};
+use crate::server::{self, App, Limits, ServerTls, WebhookSettings};
 use crate::service::{DeliveryConfig, SessionConfig, SystemClock};
 use crate::store::redis::redacted;
 use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
@@ -38,7 +39,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
 
+    let tls = match args.tls_files() {
+        None => None,
+        Some(files) => Some(Arc::new(ServerTls::load(files).map_err(|e| e.to_string())?)),
+    };
+
     let signals = ShutdownSignals::install()?;
+    // Installed with the others, before the server says it is listening:
+    // SIGHUP's default action would kill the process.
+    let hangups =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -57,7 +67,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                      set --public-url (ROOMSERVICE_PUBLIC_URL) to the address clients use"
                 );
             }
-            PublicUrl::parse(&format!("http://{local}")).expect("a socket address makes a URL")
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            PublicUrl::parse(&format!("{scheme}://{local}"))
+                .map_err(|e| format!("cannot make a public URL of {local}: {e}"))?
         }
     };
     let cors = CorsOrigins::parse(args.cors_origins.as_deref().unwrap_or_default())
@@ -84,12 +96,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let (store, sessions, events) = open_store(&args)?;
 
+    let verifier = Arc::new(
+        Verifier::new(keyring, args.allow_legacy_tokens)
+            .with_max_token_lifetime(args.max_token_lifetime),
+    );
+    let reloader = Arc::new(Reloader {
+        verifier: verifier.clone(),
+        keys_file: args.keys.keys_file.clone(),
+        keys_list: args.keys.keys.is_some(),
+        tls: tls.clone(),
+    });
+    // Ends with the runtime, when `serve` returns.
+    tokio::spawn(reload_on_hangup(hangups, reloader));
+
     let app = App {
         store,
-        verifier: Arc::new(
-            Verifier::new(keyring, args.allow_legacy_tokens)
-                .with_max_token_lifetime(args.max_token_lifetime),
-        ),
+        verifier,
         public_url,
         cors,
         sessions,
@@ -116,8 +138,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             max_rooms_per_account: args.max_rooms_per_account,
             rate_limit: args.rate_limit,
         },
+        tls: tls.clone(),
     };
-    tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
+    let tls_mode = match &tls {
+        None => "off",
+        Some(tls) if tls.is_mutual() => "mutual",
+        Some(_) => "on",
+    };
+    tracing::info!(
+        address = %local,
+        public_url = app.public_url.as_str(),
+        tls = tls_mode,
+        "roomservice listening"
+    );
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let mut signals = signals;
@@ -205,6 +238,73 @@ fn open_store(args: &ServeArgs) -> Result<Stores, String> {
 /// The exit status of a stop forced by a second signal (as a shell reports
 /// a process ended by SIGINT).
 const EXIT_FORCED: i32 = 130;
+/// What SIGHUP re-reads: the keys file and the TLS files. Each is reloaded
+/// on its own: a broken certificate does not hold back a good keys file, and
+/// whichever is broken keeps its old configuration.
+struct Reloader {
+    verifier: Arc<Verifier>,
+    /// `--keys-file`.
+    keys_file: Option<PathBuf>,
+    /// Whether keys came from `--keys` / `ROOMSERVICE_KEYS`, which a running
+    /// process cannot re-read.
+    keys_list: bool,
+    tls: Option<Arc<ServerTls>>,
+}
+
+impl Reloader {
+    /// Reads files: run on a blocking thread.
+    fn reload(&self) {
+        if self.keys_file.is_none() && self.tls.is_none() {
+            tracing::info!(
+                "SIGHUP: nothing to reload (no --keys-file, no --tls-cert); other flags need a restart"
+            );
+            return;
+        }
+        if let Some(path) = &self.keys_file {
+            match Keyring::load_file(path) {
+                Ok(keyring) => {
+                    let count = keyring.len();
+                    self.verifier.replace_keyring(keyring);
+                    tracing::info!(file = %path.display(), keys = count, "SIGHUP: api keys reloaded");
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "SIGHUP: api keys not reloaded; the keys already loaded stay in force"
+                ),
+            }
+        } else if self.keys_list {
+            tracing::info!(
+                "SIGHUP: api keys from --keys / ROOMSERVICE_KEYS cannot change without a restart"
+            );
+        }
+        if let Some(tls) = &self.tls {
+            let files = tls.files();
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %files.cert.display(),
+                    key = %files.key.display(),
+                    client_ca = files.client_ca.as_ref().map(|p| p.display().to_string()),
+                    "SIGHUP: tls certificate, key and client CA reloaded; new connections use them"
+                ),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "SIGHUP: tls not reloaded; the certificate already loaded stays in force"
+                ),
+            }
+        }
+    }
+}
+
+/// Reloads on every SIGHUP, for as long as the server runs.
+async fn reload_on_hangup(mut hangups: Signal, reloader: Arc<Reloader>) {
+    while hangups.recv().await.is_some() {
+        let reloader = reloader.clone();
+        // File reads block: off the runtime's worker threads.
+        if let Err(error) = tokio::task::spawn_blocking(move || reloader.reload()).await {
+            tracing::error!(%error, "SIGHUP: reload failed");
+        }
+    }
+}
 
 /// SIGINT and SIGTERM listeners, installed before the server says it is
 /// listening: a signal sent any time after that line must stop the server

@@ -6,6 +6,7 @@
 //! text, and any caller text beyond a short algorithm name, stay in the log.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,16 +25,45 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
 pub const LEEWAY_SECONDS: u64 = 60;
 
 /// Turns an `authorization` value into a [`Caller`]. Built once at startup and
-/// shared by every transport.
+/// shared by every transport; its keys can be replaced while serving
+/// ([`Verifier::replace_keyring`], on SIGHUP).
 pub struct Verifier {
-    keyring: Keyring,
-    decoding_keys: HashMap<String, DecodingKey>,
+    /// The keys and their decoding keys, swapped together as one value: a
+    /// token is checked against one keyring from start to end, never against
+    /// half of an old one and half of a new one. A std lock, held only to
+    /// clone the `Arc`.
+    keys: RwLock<Arc<Keys>>,
     /// A random secret that tokens naming an unknown API key are checked
     /// against, so that they take as long, and end as, a bad signature.
     unknown_key_decoy: DecodingKey,
     validation: Validation,
     /// How far ahead `exp` may lie.
     max_token_lifetime: std::time::Duration,
+}
+
+/// A keyring with the decoding key of each of its secrets, made once per
+/// keyring rather than per token.
+struct Keys {
+    keyring: Keyring,
+    decoding_keys: HashMap<String, DecodingKey>,
+}
+
+impl Keys {
+    fn new(keyring: Keyring) -> Keys {
+        let decoding_keys = keyring
+            .iter()
+            .map(|k| {
+                (
+                    k.api_key.clone(),
+                    DecodingKey::from_secret(k.secret_bytes()),
+                )
+            })
+            .collect();
+        Keys {
+            keyring,
+            decoding_keys,
+        }
+    }
 }
 
 fn unauthenticated(message: impl Into<String>) -> AuthError {
@@ -44,15 +74,6 @@ impl Verifier {
     /// `allow_legacy_tokens` accepts tokens without `exp` (they never expire),
     /// for clients that predate expiring tokens.
     pub fn new(keyring: Keyring, allow_legacy_tokens: bool) -> Verifier {
-        let decoding_keys = keyring
-            .iter()
-            .map(|k| {
-                (
-                    k.api_key.clone(),
-                    DecodingKey::from_secret(k.secret_bytes()),
-                )
-            })
-            .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
@@ -64,8 +85,7 @@ impl Verifier {
             validation.required_spec_claims.insert("exp".into());
         }
         Verifier {
-            keyring,
-            decoding_keys,
+            keys: RwLock::new(Arc::new(Keys::new(keyring))),
             unknown_key_decoy: DecodingKey::from_secret(&rand::random::<[u8; 32]>()),
             validation,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
@@ -78,8 +98,19 @@ impl Verifier {
         self
     }
 
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keys in force now. A caller that keeps the `Arc` keeps this
+    /// keyring, whatever replaces it later.
+    fn keys(&self) -> Arc<Keys> {
+        // A poisoned lock only means a reader panicked while cloning an Arc:
+        // the value inside is still whole.
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Verifies tokens against `keyring` from now on; calls already past
+    /// their token check are not affected.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        let keys = Arc::new(Keys::new(keyring));
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
     }
 
     /// Verifies a token for the management API (rooms, sessions): a valid
@@ -146,10 +177,11 @@ impl Verifier {
             }
             None => return Err(unauthenticated("token has no \"apikey\" claim")),
         };
-        let known = self
+        let keys = self.keys();
+        let known = keys
             .keyring
             .get(api_key)
-            .zip(self.decoding_keys.get(api_key));
+            .zip(keys.decoding_keys.get(api_key));
         let decoding_key = known.map_or(&self.unknown_key_decoy, |(_, decoding_key)| decoding_key);
 
         // Signature, exp and nbf. The payload was already parsed above, but

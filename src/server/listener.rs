@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,12 +16,16 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::tls::ServerTls;
 
 /// A connection must deliver its first complete request (HTTP/1.1 headers,
 /// or an HTTP/2 preface and a stream's headers) within this long of being
-/// accepted, or it is closed: idle and half-open sockets cost a descriptor
+/// accepted, TLS handshake included, or it is closed: idle and half-open sockets cost a descriptor
 /// each and an attacker nothing.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/1.1: every request's headers must arrive within this long, however
@@ -66,11 +71,12 @@ pub trait ConnectionService: Clone + Send + 'static {
 }
 
 /// Accepts connections until `shutdown` completes, serving each on its own
-/// task; then closes the listener, tells every connection to close (idle
+/// task (with `tls`, after a TLS handshake in that task); then closes the listener, tells every connection to close (idle
 /// ones close at once, HTTP/2 gets GOAWAY) and returns once the calls in
 /// flight have finished.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     services: impl ConnectionService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -108,49 +114,46 @@ pub async fn accept_loop(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
+        // The first-request budget starts at the accept: with TLS, the
+        // handshake spends from it too, so a client that connects and never
+        // finishes its handshake is closed as surely as one that never sends
+        // a request.
+        let first_request_deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
         let first_request = Arc::new(AtomicBool::new(false));
         let service = services.for_connection(first_request.clone());
         let builder = builder.clone();
         let alive = alive_tx.clone();
         let mut stop = stop_rx.clone();
+        // Taken here, at the accept: a reload after this point is for the
+        // connections accepted after it.
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
             let _alive = alive;
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let mut connection = std::pin::pin!(connection);
-            let first_request_deadline = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
-            let mut first_request_deadline = std::pin::pin!(first_request_deadline);
-            // A completed Sleep stays ready: each timer branch is disabled
-            // once it has fired, or the loop would spin on it.
-            let mut first_request_checked = false;
-            let mut closing = false;
-            let mut hard_deadline = std::pin::pin!(tokio::time::sleep(Duration::MAX));
-            let result = loop {
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    _ = stop.changed(), if !closing => {
-                        // Server shutdown: finish what is in flight, no more.
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = &mut first_request_deadline, if !closing && !first_request_checked => {
-                        first_request_checked = true;
-                        if !first_request.load(Ordering::Relaxed) {
-                            tracing::debug!(%peer, "closing a connection that sent no request in time");
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                            hard_deadline.set(tokio::time::sleep(CLOSE_GRACE));
-                        }
-                    }
-                    () = &mut hard_deadline, if closing => {
-                        tracing::debug!(%peer, "dropping a connection that did not close in time");
-                        return;
-                    }
-                }
+            let connection = Connection {
+                builder,
+                service,
+                first_request,
+                first_request_deadline,
+                peer,
             };
-            if let Err(error) = result {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+            let Some(acceptor) = acceptor else {
+                connection.serve(stream, stop).await;
+                return;
+            };
+            // The handshake runs in the connection's task, never in the
+            // accept loop: a slow client delays only itself.
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout_at(first_request_deadline, acceptor.accept(stream)) => handshake,
+                _ = stop.changed() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => connection.serve(stream, stop).await,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "tls handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "closing a connection whose tls handshake did not finish in time");
+                }
             }
         });
     }
@@ -159,6 +162,82 @@ pub async fn accept_loop(
     drop(alive_tx);
     let _ = alive_rx.recv().await;
     Ok(())
+}
+
+/// One accepted connection, ready to serve once its transport (plain TCP
+/// or a finished TLS handshake) is.
+struct Connection<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    first_request: Arc<AtomicBool>,
+    /// When the connection must have sent its first request (see
+    /// [`FIRST_REQUEST_TIMEOUT`]), counted from the accept.
+    first_request_deadline: Instant,
+    peer: SocketAddr,
+}
+
+impl<S> Connection<S>
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<axum::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
+    /// Serves requests until the client closes, the connection breaks, it
+    /// sent nothing in time, or the server stops (`stop`).
+    async fn serve<I>(self, io: I, mut stop: watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            service,
+            first_request,
+            first_request_deadline,
+            peer,
+        } = self;
+        let connection = builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let mut connection = std::pin::pin!(connection);
+        let first_request_deadline = tokio::time::sleep_until(first_request_deadline);
+        let mut first_request_deadline = std::pin::pin!(first_request_deadline);
+        // A completed Sleep stays ready: each timer branch is disabled
+        // once it has fired, or the loop would spin on it.
+        let mut first_request_checked = false;
+        let mut closing = false;
+        let mut hard_deadline = std::pin::pin!(tokio::time::sleep(Duration::MAX));
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = stop.changed(), if !closing => {
+                    // Server shutdown: finish what is in flight, no more.
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = &mut first_request_deadline, if !closing && !first_request_checked => {
+                    first_request_checked = true;
+                    if !first_request.load(Ordering::Relaxed) {
+                        tracing::debug!(%peer, "closing a connection that sent no request in time");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                        hard_deadline.set(tokio::time::sleep(CLOSE_GRACE));
+                    }
+                }
+                () = &mut hard_deadline, if closing => {
+                    tracing::debug!(%peer, "dropping a connection that did not close in time");
+                    return;
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+    }
 }
 
 fn connection_builder() -> auto::Builder<TokioExecutor> {

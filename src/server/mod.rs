@@ -4,10 +4,12 @@
 //! speaks only v1alpha) and the REST gateway, over HTTP/1.1 and HTTP/2 on one port.
 //! This module is the composition root (it also starts the background work:
 //! the session sweeper and the webhook delivery worker); `listener` holds the
-//! accept loop and the connection limits, `dispatch` the per-request rules.
+//! accept loop and the connection limits, `dispatch` the per-request rules,
+//! `tls` the listener's (reloadable) TLS configuration.
 
 mod dispatch;
 mod listener;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 pub use dispatch::BODY_TIMEOUT;
 pub use listener::{FIRST_REQUEST_TIMEOUT, MAX_CONCURRENT_STREAMS};
+pub use tls::{ServerTls, TlsError, TlsFiles};
 
 use crate::auth::Verifier;
 use crate::domain::PublicUrl;
@@ -74,6 +77,9 @@ pub struct App {
     /// After a shutdown signal, how long to report NOT_SERVING while still
     /// serving, before the listener closes (`--shutdown-delay`).
     pub shutdown_delay: Duration,
+    /// `--tls-cert` and friends: when set, the port speaks TLS only. Shared
+    /// with whoever reloads it (SIGHUP, in `run`).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// How webhooks are signed and delivered.
@@ -248,7 +254,7 @@ pub async fn serve(
         in_flight: Arc::new(Semaphore::new(app.limits.max_in_flight)),
     };
 
-    let result = listener::accept_loop(listener, dispatch, shutdown).await;
+    let result = listener::accept_loop(listener, app.tls.clone(), dispatch, shutdown).await;
     prober.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();

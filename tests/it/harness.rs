@@ -184,6 +184,7 @@ impl TestServer {
             sweeper: options.sweeper,
             webhooks: options.webhooks,
             shutdown_delay: options.shutdown_delay,
+            tls: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -427,6 +428,10 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("roomservice-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// Writes `name` in the directory; returns its path.

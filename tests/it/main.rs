@@ -27,6 +27,7 @@ mod session_store_conformance;
 mod sessions_api;
 mod shutdown;
 mod store_conformance;
+mod tls;
 mod token_properties;
 mod webhook_replicas;
 mod webhooks;
