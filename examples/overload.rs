@@ -302,6 +302,7 @@ fn start_server(args: &Args) -> String {
                 public_url: PublicUrl::parse(&format!("http://{addr}")).expect("a URL"),
                 cors: CorsOrigins::None,
                 limits,
+                observability: Default::default(),
             };
             tx.send(addr.to_string()).expect("main waits");
             server::serve(listener, app, std::future::pending())

@@ -11,7 +11,7 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
-use crate::server::{self, App, Limits, WebhookSettings};
+use crate::server::{self, App, Limits, Observability, WebhookSettings};
 use crate::service::{DeliveryConfig, SessionConfig, SystemClock};
 use crate::store::redis::redacted;
 use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
@@ -45,6 +45,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let metrics_listener = match args.metrics_listen {
+        None => None,
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("--metrics-listen: cannot listen on {address}: {e}"))?,
+        ),
+    };
+    // Logged on the "listening" line, so that a port chosen by the system
+    // (`:0`) can be found.
+    let metrics_address = match &metrics_listener {
+        None => format!("{local}"),
+        Some(metrics_listener) => metrics_listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound metrics address: {e}"))?
+            .to_string(),
+    };
     let public_url = match &args.public_url {
         Some(raw) => PublicUrl::parse(raw).map_err(|e| format!("--public-url: {e}"))?,
         None => {
@@ -111,8 +128,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             max_in_flight: args.max_in_flight as usize,
             max_rooms_per_account: args.max_rooms_per_account,
         },
+        observability: Observability {
+            access_log: args.access_log_level,
+            metrics_listener,
+        },
     };
-    tracing::info!(address = %local, public_url = app.public_url.as_str(), "roomservice listening");
+    tracing::info!(
+        address = %local,
+        metrics_address,
+        public_url = app.public_url.as_str(),
+        "roomservice listening"
+    );
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -31,7 +31,13 @@ impl FromRequestParts<GatewayState> for ApiCaller {
             })?),
         };
         match state.verifier.verify_management(header) {
-            Ok(caller) => Ok(ApiCaller(caller)),
+            Ok(caller) => {
+                // The rest of the request's log lines, and its access line,
+                // name the account.
+                tracing::Span::current()
+                    .record("account", tracing::field::display(&caller.account.user_id));
+                Ok(ApiCaller(caller))
+            }
             Err(refusal) => {
                 tracing::info!(reason = %refusal, "request refused");
                 Err(Error::Auth(refusal).into())

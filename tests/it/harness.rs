@@ -14,9 +14,10 @@ use roomservice::auth::{Keyring, Verifier};
 use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
-use roomservice::server::{self, App, Limits, WebhookSettings};
+use roomservice::server::{self, App, Limits, Observability, WebhookSettings};
 use roomservice::service::{Clock, DeliveryConfig, SessionConfig, SystemClock};
 use roomservice::store::{EventStore, MemoryStore, SessionStore, Store};
+use roomservice::telemetry::AccessLogLevel;
 use roomservice::webhook::SigningKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -87,6 +88,7 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     pub sweeper: bool,
     pub webhooks: WebhookSettings,
+    pub access_log: AccessLogLevel,
 }
 
 /// One signing key for every test server of this run (making RSA keys is
@@ -126,6 +128,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             sweeper: true,
             webhooks: test_webhooks(),
+            access_log: AccessLogLevel::default(),
         }
     }
 }
@@ -181,6 +184,10 @@ impl TestServer {
             clock: options.clock,
             sweeper: options.sweeper,
             webhooks: options.webhooks,
+            observability: Observability {
+                access_log: options.access_log,
+                metrics_listener: None,
+            },
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

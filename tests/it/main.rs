@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod error_size;
 mod event_store_conformance;
+mod observability;
 mod redis_faults;
 mod redis_policy;
 mod redis_service;
