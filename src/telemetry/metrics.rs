@@ -69,6 +69,14 @@ fn install() -> PrometheusHandle {
     }
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Rare events start at 0 rather than absent, so that `rate()` and
+    // alerts see their first occurrence as an increase.
+    for transport in ["grpc", "rest"] {
+        counter!(SHED, "transport" => transport).increment(0);
+    }
+    for outcome in ["delivered", "retrying", "dead"] {
+        counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+    }
 
     let upkeep = handle.clone();
     let spawned = std::thread::Builder::new()
