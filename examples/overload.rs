@@ -304,6 +304,7 @@ fn start_server(args: &Args) -> String {
                 cors: CorsOrigins::None,
                 limits,
                 tls: None,
+                observability: Default::default(),
             };
             tx.send(addr.to_string()).expect("main waits");
             server::serve(listener, app, std::future::pending())

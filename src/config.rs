@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Keyring;
 use crate::server::TlsFiles;
-use crate::telemetry::LogFormat;
+use crate::telemetry::{AccessLogLevel, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -195,6 +195,22 @@ pub struct ServeArgs {
     /// with a RetryInfo detail, HTTP 429 with Retry-After. Off by default.
     #[arg(long, env = "ROOMSERVICE_RATE_LIMIT", value_name = "RATE")]
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+
+    /// Level of the access log, one line per call (target
+    /// `roomservice::access`); `off` writes none. --log must let the level
+    /// through.
+    #[arg(
+        long,
+        env = "ROOMSERVICE_ACCESS_LOG_LEVEL",
+        value_enum,
+        default_value = "info"
+    )]
+    pub access_log_level: AccessLogLevel,
+
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address
+    /// instead of on --listen's port, e.g. to keep them off a public port.
+    #[arg(long, env = "ROOMSERVICE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// PEM file of the RSA private key (PKCS#8 or PKCS#1, at least 2048
     /// bits) that signs webhooks (`videosdk-signature`). Without it, one key

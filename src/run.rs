@@ -12,7 +12,7 @@ use crate::auth::{Keyring, Verifier};
 use crate::config::ServeArgs;
 use crate::domain::PublicUrl;
 use crate::gateway::CorsOrigins;
-use crate::server::{self, App, Limits, ServerTls, WebhookSettings};
+use crate::server::{self, App, Limits, Observability, ServerTls, WebhookSettings};
 use crate::service::{DeliveryConfig, SessionConfig, SystemClock};
 use crate::store::redis::redacted;
 use crate::store::{EventStore, MemoryStore, RedisConfig, RedisStore, SessionStore, Store};
@@ -55,6 +55,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let metrics_listener = match args.metrics_listen {
+        None => None,
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("--metrics-listen: cannot listen on {address}: {e}"))?,
+        ),
+    };
+    // Logged on the "listening" line, so that a port chosen by the system
+    // (`:0`) can be found.
+    let metrics_address = match &metrics_listener {
+        None => format!("{local}"),
+        Some(metrics_listener) => metrics_listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound metrics address: {e}"))?
+            .to_string(),
+    };
     let public_url = match &args.public_url {
         Some(raw) => PublicUrl::parse(raw).map_err(|e| format!("--public-url: {e}"))?,
         None => {
@@ -139,6 +156,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             rate_limit: args.rate_limit,
         },
         tls: tls.clone(),
+        observability: Observability {
+            access_log: args.access_log_level,
+            metrics_listener,
+        },
     };
     let tls_mode = match &tls {
         None => "off",
@@ -147,6 +168,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     tracing::info!(
         address = %local,
+        metrics_address,
         public_url = app.public_url.as_str(),
         tls = tls_mode,
         "roomservice listening"

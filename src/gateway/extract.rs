@@ -32,6 +32,10 @@ impl FromRequestParts<GatewayState> for ApiCaller {
         };
         match state.verifier.verify_management(header) {
             Ok(caller) => {
+                // The rest of the request's log lines, and its access line,
+                // name the account.
+                tracing::Span::current()
+                    .record("account", tracing::field::display(&caller.account.user_id));
                 crate::ratelimit::admit(&state.limiter, &caller.account.user_id)?;
                 Ok(ApiCaller(caller))
             }

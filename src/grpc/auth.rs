@@ -36,6 +36,10 @@ impl Interceptor for AuthInterceptor {
         };
         match self.verifier.verify_management(header) {
             Ok(caller) => {
+                // The rest of the call's log lines, and its access line, name
+                // the account.
+                tracing::Span::current()
+                    .record("account", tracing::field::display(&caller.account.user_id));
                 admit(&self.limiter, &caller.account.user_id).map_err(to_status)?;
                 request.extensions_mut().insert(caller);
                 Ok(request)

@@ -1,7 +1,8 @@
 //! What happens to each request before a transport sees it: it is admitted
 //! or refused at once when the server is full, its body is read in full
 //! within a deadline, it is sent to gRPC or to the REST gateway, and (gRPC)
-//! it is held to the client's deadline.
+//! it is held to the client's deadline. Every request, refusals included, is
+//! observed (`observe`): request id, span, access line, metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,9 +23,13 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use super::listener::ConnectionService;
+use super::observe::{self, Call};
 use crate::gateway::ApiError;
+use crate::telemetry::AccessLogLevel;
+use crate::telemetry::metrics::{self, InFlight};
 
 /// A request's body must have arrived in full within this long of its
 /// headers; a stream that stalls is failed and its resources freed.
@@ -46,6 +51,10 @@ pub struct Dispatch {
     pub rest: Router,
     /// One permit per call being served; none left means refuse at once.
     pub in_flight: Arc<Semaphore>,
+    /// `--access-log-level`.
+    pub access_log: AccessLogLevel,
+    /// Answer `GET /metrics` here (no `--metrics-listen`).
+    pub metrics_here: bool,
 }
 
 /// The hyper service of one connection.
@@ -69,11 +78,18 @@ impl ConnectionService for Dispatch {
 
 /// Whether a call may run.
 enum Admission {
-    /// Holds one of the in-flight permits until the call is answered.
-    Admitted(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Holds one of the in-flight permits until the call is answered, and
+    /// counts the call in the in-flight gauge as long.
+    Admitted {
+        _permit: OwnedSemaphorePermit,
+        _gauge: InFlight,
+    },
     /// Health checks run whatever the load: an orchestrator that saw them
-    /// fail under load would restart a server that is merely busy.
+    /// fail under load would restart a server that is merely busy. So do
+    /// scrapes of `/metrics`: a server under load is the one to look at.
     Exempt,
+    /// A scrape of `/metrics` on this port (exempt too).
+    Scrape,
     Refused,
 }
 
@@ -87,22 +103,40 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
     /// refuses at once instead of queueing calls in the runtime.
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.first_request.store(true, Ordering::Relaxed);
-        let admission = if is_health_check(&request) {
+        let grpc = is_grpc(&request);
+        let scrape = !grpc && self.dispatch.metrics_here && request.uri().path() == "/metrics";
+        let call = Call::start(&request, grpc, scrape, self.dispatch.access_log);
+        let admission = if scrape {
+            Admission::Scrape
+        } else if is_health_check(&request) {
             Admission::Exempt
         } else {
             match self.dispatch.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Admission::Admitted(permit),
-                Err(_) => Admission::Refused,
+                Ok(permit) => Admission::Admitted {
+                    _permit: permit,
+                    _gauge: InFlight::enter(),
+                },
+                Err(_) => {
+                    metrics::shed(call.transport());
+                    Admission::Refused
+                }
             }
         };
         let dispatch = self.dispatch.clone();
-        Box::pin(async move { Ok(dispatch.handle(request, admission).await) })
+        let span = call.span().clone();
+        Box::pin(async move {
+            let response = dispatch.handle(request, admission).instrument(span).await;
+            Ok(call.finish(response))
+        })
     }
 }
 
 impl Dispatch {
     async fn handle(self, request: Request<Incoming>, admission: Admission) -> Response<Body> {
         let grpc = is_grpc(&request);
+        if let Admission::Scrape = admission {
+            return observe::scrape(request.method());
+        }
         if let Admission::Refused = admission {
             // Answering before the body has arrived makes HTTP/2 reset the
             // stream, and a flood of such resets makes hyper close the whole

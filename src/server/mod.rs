@@ -5,10 +5,12 @@
 //! This module is the composition root (it also starts the background work:
 //! the session sweeper and the webhook delivery worker); `listener` holds the
 //! accept loop and the connection limits, `dispatch` the per-request rules,
-//! `tls` the listener's (reloadable) TLS configuration.
+//! `tls` the listener's (reloadable) TLS configuration, `observe` the
+//! request ids, access log and metrics of every call.
 
 mod dispatch;
 mod listener;
+mod observe;
 mod tls;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use tonic_health::server::HealthReporter;
 
 pub use dispatch::BODY_TIMEOUT;
 pub use listener::{FIRST_REQUEST_TIMEOUT, MAX_CONCURRENT_STREAMS};
+pub use observe::REQUEST_ID;
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
 use crate::auth::Verifier;
@@ -42,7 +45,8 @@ use crate::service::{
     Clock, DeliveryConfig, DeliveryWorker, EventService, RoomService, SessionConfig,
     SessionService, WebhookKeys,
 };
-use crate::store::{EventStore, SessionStore, Store};
+use crate::store::{EventStore, Metered, SessionStore, Store};
+use crate::telemetry::{AccessLogLevel, metrics};
 use crate::webhook::{Sender, SenderConfig, SigningKey};
 
 /// RoomService requests larger than this are refused with RESOURCE_EXHAUSTED,
@@ -80,6 +84,17 @@ pub struct App {
     /// `--tls-cert` and friends: when set, the port speaks TLS only. Shared
     /// with whoever reloads it (SIGHUP, in `run`).
     pub tls: Option<Arc<ServerTls>>,
+    pub observability: Observability,
+}
+
+/// Where metrics are served and how calls are logged.
+#[derive(Debug, Default)]
+pub struct Observability {
+    /// `--access-log-level`.
+    pub access_log: AccessLogLevel,
+    /// `--metrics-listen`: serve `/metrics` on this listener only. `None`:
+    /// on the main port, beside the APIs.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// How webhooks are signed and delivered.
@@ -133,9 +148,16 @@ impl Default for Limits {
 /// returns once in-flight calls have finished.
 pub async fn serve(
     listener: TcpListener,
-    app: App,
+    mut app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    // Installed before anything is measured (once per process).
+    metrics::handle();
+    // Every operation of every caller (calls, sweeper, delivery worker,
+    // health probe) is measured by one wrapper, whatever the backend.
+    app.store = Arc::new(Metered::new(app.store));
+    app.sessions = Arc::new(Metered::new(app.sessions));
+    app.events = Arc::new(Metered::new(app.events));
     let sender = Sender::new(SenderConfig {
         allow_private: app.webhooks.allow_private,
         ..SenderConfig::default()
@@ -206,6 +228,25 @@ pub async fn serve(
     // Watch streams never end by themselves: they are told when the server
     // starts to stop, before it waits for calls in flight.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let metrics_here = app.observability.metrics_listener.is_none();
+    let metrics_port = app
+        .observability
+        .metrics_listener
+        .take()
+        .map(|metrics_listener| {
+            let mut stopping = stopping.clone();
+            let stop = async move {
+                // Err: the sender is gone, which also means stopping.
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            };
+            // Plain HTTP: metrics are for the operator's network.
+            tokio::spawn(listener::accept_loop(
+                metrics_listener,
+                None,
+                observe::MetricsPort,
+                stop,
+            ))
+        });
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -252,9 +293,20 @@ pub async fn serve(
             &app.cors,
         ),
         in_flight: Arc::new(Semaphore::new(app.limits.max_in_flight)),
+        access_log: app.observability.access_log,
+        metrics_here,
     };
 
     let result = listener::accept_loop(listener, app.tls.clone(), dispatch, shutdown).await;
+    if let Some(metrics_port) = metrics_port {
+        // Stopping was signalled before the main loop returned: the metrics
+        // port closes its connections and ends too.
+        match metrics_port.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the metrics port failed"),
+            Err(error) => tracing::warn!(%error, "the metrics port's task failed"),
+        }
+    }
     prober.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
@@ -426,6 +478,7 @@ async fn probe_once(
         Err(_) => ServingStatus::NotServing,
     };
     readiness.set(status == ServingStatus::Serving);
+    metrics::store_up(status == ServingStatus::Serving);
     if last == Some(status) {
         return status;
     }

@@ -33,6 +33,7 @@ use crate::store::{
     DeliveryHint, DeliveryRecord, DeliveryUpdate, EventStore, RoomDeliveries, RoomKey, Store,
     StoreError, StoredEvent,
 };
+use crate::telemetry::metrics;
 use crate::webhook::{Attempt, Outgoing, Sender, SigningKey};
 
 use super::{Clock, WebhookKeys};
@@ -502,12 +503,15 @@ impl<'a> AccountTask<'a> {
         }
         match record.outcome.as_str() {
             "dead" => {
+                metrics::webhook_delivery("dead");
                 tracing::warn!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, end_point = %record.end_point, error = %record.error, "webhook dead-lettered")
             }
             "retrying" => {
+                metrics::webhook_delivery("retrying");
                 tracing::info!(user_id = %self.user_id, room_id = %record.room_id, event_id = %record.event_id, error = %record.error, attempt = record.attempt, "webhook delivery failed; will retry")
             }
             _ => {
+                metrics::webhook_delivery("delivered");
                 tracing::debug!(user_id = %self.user_id, event_id = %record.event_id, "webhook delivered")
             }
         }

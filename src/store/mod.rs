@@ -6,6 +6,7 @@
 mod events;
 mod memory;
 mod memory_events;
+mod metered;
 pub mod redis;
 mod sessions;
 
@@ -14,6 +15,7 @@ pub use events::{
     RECENT_DELIVERIES, RoomDeliveries, StoredEvent,
 };
 pub use memory::MemoryStore;
+pub use metered::Metered;
 pub use redis::{RedisConfig, RedisStore};
 pub use sessions::{
     DueSession, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore, Versioned,

@@ -14,9 +14,10 @@ use roomservice::auth::{Keyring, Verifier};
 use roomservice::domain::PublicUrl;
 use roomservice::gateway::CorsOrigins;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
-use roomservice::server::{self, App, Limits, WebhookSettings};
+use roomservice::server::{self, App, Limits, Observability, WebhookSettings};
 use roomservice::service::{Clock, DeliveryConfig, SessionConfig, SystemClock};
 use roomservice::store::{EventStore, MemoryStore, SessionStore, Store};
+use roomservice::telemetry::AccessLogLevel;
 use roomservice::webhook::SigningKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -88,6 +89,7 @@ pub struct ServerOptions {
     pub sweeper: bool,
     pub webhooks: WebhookSettings,
     pub shutdown_delay: Duration,
+    pub access_log: AccessLogLevel,
 }
 
 /// One signing key for every test server of this run (making RSA keys is
@@ -128,6 +130,7 @@ impl ServerOptions {
             sweeper: true,
             webhooks: test_webhooks(),
             shutdown_delay: Duration::ZERO,
+            access_log: AccessLogLevel::default(),
         }
     }
 }
@@ -185,6 +188,10 @@ impl TestServer {
             webhooks: options.webhooks,
             shutdown_delay: options.shutdown_delay,
             tls: None,
+            observability: Observability {
+                access_log: options.access_log,
+                metrics_listener: None,
+            },
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -11,6 +11,7 @@ mod cli;
 mod error_size;
 mod event_store_conformance;
 mod idempotency;
+mod observability;
 mod rate_limits;
 mod redis_faults;
 mod redis_policy;
