@@ -232,6 +232,18 @@ impl Call {
                 },
             }
         };
+        // Probes and scrapes come every few seconds from every orchestrator
+        // and scraper: their access lines go to debug, so that the log at
+        // info is the API's traffic.
+        let probe = match kind {
+            Kind::Grpc { method } => method.starts_with("grpc.health.v1.Health/"),
+            Kind::Rest { route, .. } => matches!(route, "/healthz" | "/readyz" | "/metrics"),
+        };
+        let access_log = match access_log {
+            AccessLogLevel::Off => AccessLogLevel::Off,
+            _ if probe => AccessLogLevel::Debug,
+            level => level,
+        };
         // At ERROR level so that no log filter disables the span: a warning
         // or an error logged while serving the call must carry its id.
         // `account` is recorded once the token is verified.

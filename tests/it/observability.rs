@@ -687,20 +687,28 @@ async fn access_log_level_off_writes_no_access_lines() {
     assert!(access.is_empty(), "{access:#?}");
 }
 
-/// The same server with the default level writes one access line per call.
+/// The same server with the default level writes one access line per API
+/// call, and none at info for probes.
 #[tokio::test]
 async fn the_default_access_log_writes_one_line_per_call() {
     let mut logged = Logged::spawn(&[]);
     let main = format!("http://{}", logged.address());
     for _ in 0..3 {
         let answered = http()
-            .get(format!("{main}/healthz"))
+            .get(format!("{main}/v2/rooms"))
             .header("x-request-id", "loud-1")
             .send()
             .await
             .unwrap();
-        assert_eq!(answered.status(), 200);
+        assert_eq!(answered.status(), 401);
     }
+    let probed = http()
+        .get(format!("{main}/healthz"))
+        .header("x-request-id", "probe-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probed.status(), 200);
     logged.wait_for("an access line", |l| {
         message(l) == "access" && request_id_of(l) == "loud-1"
     });
@@ -710,4 +718,10 @@ async fn the_default_access_log_writes_one_line_per_call() {
         .filter(|l| message(l) == "access" && request_id_of(l) == "loud-1")
         .count();
     assert_eq!(access, 3);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| message(l) == "access" && request_id_of(l) == "probe-1"),
+        "probes log at debug"
+    );
 }
