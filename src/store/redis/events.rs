@@ -111,14 +111,12 @@ impl EventStore for RedisStore {
 
     async fn hint_delivery(&self, user_id: &UserId, due: Timestamp) -> Result<(), StoreError> {
         let shard = self.keys.hint_shard_number(user_id);
-        let mut invocation = self.scripts.due_touch.prepare_invoke();
-        invocation
-            .key(self.keys.hint_shard(shard))
-            .key(self.keys.hint_stamps(shard))
-            .arg(user_id.as_str())
-            .arg(due.as_millisecond());
-        self.invoke(&invocation).await?;
-        Ok(())
+        self.touch_entry(
+            (self.keys.hint_shard(shard), self.keys.hint_stamps(shard)),
+            user_id.as_str(),
+            due.as_millisecond(),
+        )
+        .await
     }
 
     async fn due_hints(
@@ -145,20 +143,13 @@ impl EventStore for RedisStore {
         next: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let shard = self.keys.hint_shard_number(&hint.user_id);
-        let (score, stamp) = codec::split_due_entry(&hint.entry);
-        let mut invocation = self.scripts.due_settle.prepare_invoke();
-        invocation
-            .key(self.keys.hint_shard(shard))
-            .key(self.keys.hint_stamps(shard))
-            .arg(hint.user_id.as_str())
-            .arg(score)
-            .arg(stamp)
-            .arg(
-                next.map(|t| t.as_millisecond().to_string())
-                    .unwrap_or_default(),
-            );
-        self.invoke(&invocation).await?;
-        Ok(())
+        self.settle_entry(
+            (self.keys.hint_shard(shard), self.keys.hint_stamps(shard)),
+            hint.user_id.as_str(),
+            &hint.entry,
+            next,
+        )
+        .await
     }
 
     async fn lease_deliveries(

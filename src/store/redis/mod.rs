@@ -205,12 +205,47 @@ impl RedisStore {
     /// longer settle it.
     async fn touch_due(&self, session: &Session, due: i64) -> Result<(), StoreError> {
         let shard = self.keys.due_shard_number(&session.id);
+        self.touch_entry(
+            (self.keys.due_shard(shard), self.keys.due_stamps(shard)),
+            &codec::due_member(&session.user_id, &session.id),
+            due,
+        )
+        .await
+    }
+
+    /// `due_touch.lua` on an entry of a sharded index (deadlines, hints).
+    async fn touch_entry(
+        &self,
+        (index, stamps): (String, String),
+        member: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         let mut invocation = self.scripts.due_touch.prepare_invoke();
+        invocation.key(index).key(stamps).arg(member).arg(at_ms);
+        self.invoke(&invocation).await?;
+        Ok(())
+    }
+
+    /// `due_settle.lua` on an entry of a sharded index, as read (`entry`).
+    async fn settle_entry(
+        &self,
+        (index, stamps): (String, String),
+        member: &str,
+        entry: &str,
+        next: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let (score, stamp) = codec::split_due_entry(entry);
+        let mut invocation = self.scripts.due_settle.prepare_invoke();
         invocation
-            .key(self.keys.due_shard(shard))
-            .key(self.keys.due_stamps(shard))
-            .arg(codec::due_member(&session.user_id, &session.id))
-            .arg(due);
+            .key(index)
+            .key(stamps)
+            .arg(member)
+            .arg(score)
+            .arg(stamp)
+            .arg(
+                next.map(|t| t.as_millisecond().to_string())
+                    .unwrap_or_default(),
+            );
         self.invoke(&invocation).await?;
         Ok(())
     }
@@ -394,20 +429,13 @@ impl SessionStore for RedisStore {
         next: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let shard = self.keys.due_shard_number(&due.session_id);
-        let (score, stamp) = codec::split_due_entry(&due.entry);
-        let mut invocation = self.scripts.due_settle.prepare_invoke();
-        invocation
-            .key(self.keys.due_shard(shard))
-            .key(self.keys.due_stamps(shard))
-            .arg(codec::due_member(&due.user_id, &due.session_id))
-            .arg(score)
-            .arg(stamp)
-            .arg(
-                next.map(|t| t.as_millisecond().to_string())
-                    .unwrap_or_default(),
-            );
-        self.invoke(&invocation).await?;
-        Ok(())
+        self.settle_entry(
+            (self.keys.due_shard(shard), self.keys.due_stamps(shard)),
+            &codec::due_member(&due.user_id, &due.session_id),
+            &due.entry,
+            next,
+        )
+        .await
     }
 }
 
