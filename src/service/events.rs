@@ -9,13 +9,14 @@ use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::rooms::{caller_room, find_room};
 use super::{Clock, Error};
 use crate::auth::Caller;
 use crate::domain::{
     self, Event, EventId, FieldViolation, LIFECYCLE_EVENTS, NewEvent, Room, UserId, is_known_event,
     subscribed,
 };
-use crate::store::{DeliveryRecord, EventStore, RoomKey, Store};
+use crate::store::{DeliveryRecord, EventStore, Store};
 use crate::webhook::SigningKey;
 
 /// The largest `data` object a media service may publish, as JSON.
@@ -394,15 +395,18 @@ impl EventService {
         let user_id = &caller.account.user_id;
         let not_found =
             || Error::not_found(format!("dead letter {}", domain::excerpt(raw_event_id)));
-        let peek = self
-            .events
-            .dead_letters(user_id, crate::store::DEAD_LETTERS)
-            .await?
-            .into_iter()
-            .find(|r| r.event_id == raw_event_id)
-            .ok_or_else(not_found)?;
-        // Scope is checked before anything is taken.
-        self.room(caller, &peek.room_id).await?;
+        if caller.room_scope.is_some() {
+            // A room-scoped token may replay its room's letters only: look
+            // before taking (an unscoped caller needs no second read).
+            let peek = self
+                .events
+                .dead_letters(user_id, crate::store::DEAD_LETTERS)
+                .await?
+                .into_iter()
+                .find(|r| r.event_id == raw_event_id)
+                .ok_or_else(not_found)?;
+            self.room(caller, &peek.room_id).await?;
+        }
         let record = self
             .events
             .take_dead_letter(user_id, raw_event_id)
@@ -446,23 +450,10 @@ impl EventService {
 
     /// The caller's room, within its token's scope.
     async fn room(&self, caller: &Caller, raw_key: &str) -> Result<Room, Error> {
-        let room = self.room_in(&caller.account.user_id, raw_key).await?;
-        let mut names = vec![room.room_id.to_string(), room.id().to_string()];
-        if let Some(custom) = &room.custom_room_id {
-            names.push(custom.to_string());
-        }
-        if !caller.may_access_room(names.iter().map(String::as_str)) {
-            return Err(caller.scope_error().into());
-        }
-        Ok(room)
+        caller_room(self.rooms.as_ref(), caller, raw_key).await
     }
 
     async fn room_in(&self, user_id: &UserId, raw_key: &str) -> Result<Room, Error> {
-        let not_found = || Error::not_found(format!("room {}", domain::excerpt(raw_key)));
-        let key = RoomKey::parse(raw_key).ok_or_else(not_found)?;
-        self.rooms
-            .get_room(user_id, &key)
-            .await?
-            .ok_or_else(not_found)
+        find_room(self.rooms.as_ref(), user_id, raw_key).await
     }
 }

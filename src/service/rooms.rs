@@ -383,7 +383,36 @@ fn room_not_found(raw_key: &str) -> Error {
     Error::not_found(format!("room {}", domain::excerpt(raw_key)))
 }
 
-fn check_scope(caller: &Caller, room: &Room) -> Result<(), AuthError> {
+/// The account's room named by `raw_key` (roomId, customRoomId or id):
+/// the lookup every service's calls share.
+pub(super) async fn find_room(
+    store: &dyn Store,
+    user_id: &domain::UserId,
+    raw_key: &str,
+) -> Result<Room, Error> {
+    if raw_key.is_empty() {
+        return Err(Error::invalid(
+            "roomId",
+            "is required: a roomId or customRoomId",
+        ));
+    }
+    let not_found = || Error::not_found(format!("room {}", domain::excerpt(raw_key)));
+    let key = RoomKey::parse(raw_key).ok_or_else(not_found)?;
+    store.get_room(user_id, &key).await?.ok_or_else(not_found)
+}
+
+/// The caller's room named by `raw_key`, within its token's scope.
+pub(super) async fn caller_room(
+    store: &dyn Store,
+    caller: &Caller,
+    raw_key: &str,
+) -> Result<Room, Error> {
+    let room = find_room(store, &caller.account.user_id, raw_key).await?;
+    check_scope(caller, &room)?;
+    Ok(room)
+}
+
+pub(super) fn check_scope(caller: &Caller, room: &Room) -> Result<(), AuthError> {
     let id = room.id();
     let names = [
         Some(room.room_id.as_str()),

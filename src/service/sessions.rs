@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::rooms::{caller_room, check_scope, find_room};
 use super::{Clock, Error};
 use crate::auth::{Caller, Verifier};
 use crate::domain::{
@@ -18,8 +19,8 @@ use crate::domain::{
     SessionRules,
 };
 use crate::store::{
-    EventStore, RoomKey, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore,
-    Store, Versioned,
+    EventStore, SaveOutcome, SaveSession, SessionFilter, SessionStatus, SessionStore, Store,
+    Versioned,
 };
 
 /// How many times a change is retried after losing a race.
@@ -151,7 +152,7 @@ impl SessionService {
         // stays account-scoped: a media server cannot put anyone into a room
         // they hold no token for.
         let room = self.room_in(&participant.account.user_id, room_key).await?;
-        if !participant.may_access_room(room_names(&room).iter().map(String::as_str)) {
+        if check_scope(&participant, &room).is_err() {
             return Err(permission_denied(
                 "participant token is scoped to another room",
             ));
@@ -709,25 +710,11 @@ impl SessionService {
 
     /// The caller's room, within its token's scope.
     async fn room(&self, caller: &Caller, raw_key: &str) -> Result<Room, Error> {
-        let room = self.room_in(&caller.account.user_id, raw_key).await?;
-        if !caller.may_access_room(room_names(&room).iter().map(String::as_str)) {
-            return Err(caller.scope_error().into());
-        }
-        Ok(room)
+        caller_room(self.rooms.as_ref(), caller, raw_key).await
     }
 
     async fn room_in(&self, user_id: &domain::UserId, raw_key: &str) -> Result<Room, Error> {
-        if raw_key.is_empty() {
-            return Err(Error::invalid(
-                "roomId",
-                "is required: a roomId or customRoomId",
-            ));
-        }
-        let key = RoomKey::parse(raw_key).ok_or_else(|| room_not_found(raw_key))?;
-        self.rooms
-            .get_room(user_id, &key)
-            .await?
-            .ok_or_else(|| room_not_found(raw_key))
+        find_room(self.rooms.as_ref(), user_id, raw_key).await
     }
 
     async fn find(&self, caller: &Caller, raw_id: &str) -> Result<Versioned<Session>, Error> {
@@ -776,14 +763,6 @@ impl<'a> Change<'a> {
             leave_reason: LeaveReason::UserLeft,
         }
     }
-}
-
-fn room_names(room: &Room) -> Vec<String> {
-    let mut names = vec![room.room_id.to_string(), room.id().to_string()];
-    if let Some(custom) = &room.custom_room_id {
-        names.push(custom.to_string());
-    }
-    names
 }
 
 fn check_participant_id(id: &str, violations: &mut Vec<FieldViolation>) {
