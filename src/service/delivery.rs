@@ -199,6 +199,10 @@ struct AccountTask<'a> {
     webhooks: HashMap<RoomId, Option<Webhook>>,
     queues: HashMap<RoomId, RoomDeliveries>,
     assigned: Option<EventId>,
+    /// Queued events this task has read already (by `assign`), so that an
+    /// attempt does not read its event from the log again. Emptied as queue
+    /// heads are removed; a later task reads what it lacks.
+    known: HashMap<EventId, Event>,
     /// Whether the log held nothing at the last trim.
     log_empty: bool,
 }
@@ -228,6 +232,7 @@ impl<'a> AccountTask<'a> {
             webhooks: HashMap::new(),
             queues: state.rooms.into_iter().collect(),
             assigned: state.assigned,
+            known: HashMap::new(),
             log_empty: false,
         };
         let result = task.serve().await;
@@ -350,6 +355,7 @@ impl<'a> AccountTask<'a> {
                 .queue
                 .push(event.id);
             changed.insert(event.room_id.clone());
+            self.known.insert(event.id, event.clone());
         }
         let update = DeliveryUpdate {
             assigned: Some(last),
@@ -388,6 +394,9 @@ impl<'a> AccountTask<'a> {
 
     /// The event at a queue's head and the room's webhook, if both exist.
     async fn head_event(&mut self, id: EventId) -> Result<Option<(Event, Webhook)>, StoreError> {
+        if let Some(event) = self.known.get(&id).cloned() {
+            return Ok(self.webhook(&event.room_id).await?.map(|w| (event, w)));
+        }
         let before = match id.seq.checked_sub(1) {
             Some(seq) => EventId { seq, ..id },
             None => EventId {
@@ -423,7 +432,8 @@ impl<'a> AccountTask<'a> {
     fn pop(&mut self, room_id: &RoomId) -> Option<RoomDeliveries> {
         let queue = self.queues.get_mut(room_id)?;
         if !queue.queue.is_empty() {
-            queue.queue.remove(0);
+            let head = queue.queue.remove(0);
+            self.known.remove(&head);
         }
         queue.attempts = 0;
         queue.first_attempt_ms = 0;
