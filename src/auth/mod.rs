@@ -4,6 +4,7 @@
 //! Verification happens once per request, in the transport's auth layer; the
 //! service layer only sees a [`Caller`] and asks it what it may do.
 
+mod accepted;
 pub mod claims;
 pub mod keys;
 mod verifier;

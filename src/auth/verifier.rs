@@ -6,6 +6,7 @@
 //! text, and any caller text beyond a short algorithm name, stay in the log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -14,6 +15,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+use super::accepted::AcceptedTokens;
 use super::{AuthError, Caller, Keyring, Permission, Role};
 use crate::domain::excerpt;
 
@@ -39,11 +41,16 @@ pub struct Verifier {
     validation: Validation,
     /// How far ahead `exp` may lie.
     max_token_lifetime: std::time::Duration,
+    /// Tokens that passed every check, so a repeated token is not checked
+    /// again in full.
+    accepted: AcceptedTokens,
 }
 
 /// A keyring with the decoding key of each of its secrets, made once per
 /// keyring rather than per token.
 struct Keys {
+    /// Which keyring this is, for the tokens accepted against it.
+    generation: u64,
     keyring: Keyring,
     decoding_keys: HashMap<String, DecodingKey>,
 }
@@ -59,7 +66,9 @@ impl Keys {
                 )
             })
             .collect();
+        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
         Keys {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             keyring,
             decoding_keys,
         }
@@ -89,6 +98,7 @@ impl Verifier {
             unknown_key_decoy: DecodingKey::from_secret(&rand::random::<[u8; 32]>()),
             validation,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            accepted: AcceptedTokens::default(),
         }
     }
 
@@ -135,7 +145,40 @@ impl Verifier {
         if token.is_empty() {
             return Err(unauthenticated("missing token after \"Bearer\""));
         }
+        let keys = self.keys();
+        let now = jiff::Timestamp::now().as_second();
+        if let Some(caller) = self
+            .accepted
+            .get(token, keys.generation, now, LEEWAY_SECONDS)
+        {
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify_in_full(token, &keys)?;
+        // An `exp` the library accepted without reading it as whole seconds
+        // (a fraction, on a server that takes legacy tokens) is re-checked
+        // in full every time rather than judged differently here.
+        match exp {
+            None | Some(Value::Null) => {
+                self.accepted
+                    .insert(token, keys.generation, None, caller.clone())
+            }
+            Some(exp) => {
+                if let Some(exp) = exp.as_u64() {
+                    self.accepted
+                        .insert(token, keys.generation, Some(exp), caller.clone());
+                }
+            }
+        }
+        Ok(caller)
+    }
 
+    /// Every check of `token` against `keys`; on success the caller and the
+    /// token's `exp` claim, if it has one.
+    fn verify_in_full(
+        &self,
+        token: &str,
+        keys: &Keys,
+    ) -> Result<(Caller, Option<Value>), AuthError> {
         let segments: Vec<&str> = token.split('.').collect();
         if segments.len() != 3 {
             return Err(unauthenticated(
@@ -177,7 +220,6 @@ impl Verifier {
             }
             None => return Err(unauthenticated("token has no \"apikey\" claim")),
         };
-        let keys = self.keys();
         let known = keys
             .keyring
             .get(api_key)
@@ -242,14 +284,15 @@ impl Verifier {
             }
         }
 
-        Ok(Caller {
+        let caller = Caller {
             account: key.account.clone(),
             api_key: key.api_key.clone(),
             permissions,
             roles,
             room_scope,
             participant_id,
-        })
+        };
+        Ok((caller, payload.get("exp").cloned()))
     }
 
     /// Verifies a participant's own token, as a media server reports it on a
@@ -589,5 +632,63 @@ mod tests {
         assert_eq!(strip_bearer("abc.def"), "abc.def");
         assert_eq!(strip_bearer("Bear"), "Bear");
         assert_eq!(strip_bearer("Bearer"), "");
+    }
+
+    #[test]
+    fn an_accepted_token_is_remembered_and_a_refused_one_is_not() {
+        let verifier = verifier(false);
+        let good = token(claims("k", json!(now() + 600)), "s3cret");
+        let first = verifier.verify(Some(&good)).unwrap();
+        assert_eq!(verifier.accepted.len(), 1);
+        let again = verifier.verify(Some(&format!("Bearer {good}"))).unwrap();
+        assert_eq!(again.api_key, first.api_key);
+        assert_eq!(again.permissions, first.permissions);
+        assert_eq!(verifier.accepted.len(), 1, "one entry per token text");
+
+        let forged = token(claims("k", json!(now() + 600)), "not-the-secret");
+        for _ in 0..2 {
+            assert!(matches!(
+                verifier.verify(Some(&forged)),
+                Err(AuthError::BadCredentials { .. })
+            ));
+        }
+        assert_eq!(verifier.accepted.len(), 1, "refusals are never remembered");
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_its_key_is_gone() {
+        let verifier = verifier(false);
+        let good = token(claims("k", json!(now() + 600)), "s3cret");
+        verifier.verify(Some(&good)).unwrap();
+        verifier.replace_keyring(
+            Keyring::parse_toml("[[keys]]\napi_key = \"k\"\nsecret = \"rotated\"\n").unwrap(),
+        );
+        assert!(matches!(
+            verifier.verify(Some(&good)),
+            Err(AuthError::BadCredentials { .. })
+        ));
+    }
+
+    #[test]
+    fn a_remembered_token_expires_as_the_full_check_would_judge_it() {
+        let verifier = verifier(false);
+        let exp = now() + 600;
+        let good = token(claims("k", json!(exp)), "s3cret");
+        let caller = verifier.verify(Some(&good)).unwrap();
+        let generation = verifier.keys().generation;
+        let accepted = &verifier.accepted;
+        let leeway = LEEWAY_SECONDS;
+        let last_good = exp + leeway as i64;
+        assert!(accepted.get(&good, generation, last_good, leeway).is_some());
+        assert!(
+            accepted
+                .get(&good, generation, last_good + 1, leeway)
+                .is_none()
+        );
+        assert!(accepted.get(&good, generation + 1, now(), leeway).is_none());
+        // The full check agrees at the edge.
+        let expired = token(claims("k", json!(now() - leeway as i64 - 1)), "s3cret");
+        assert!(verifier.verify(Some(&expired)).is_err());
+        assert_eq!(caller.api_key, "k");
     }
 }
