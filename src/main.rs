@@ -5,6 +5,12 @@ use clap::Parser;
 use roomservice::config::{Cli, Command};
 use roomservice::{cli, run, telemetry};
 
+/// mimalloc rather than glibc's malloc: a call allocates and frees many small
+/// buffers across tasks, and glibc's malloc, free and consolidation took
+/// about a sixth of the server's CPU per GetRoom (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
