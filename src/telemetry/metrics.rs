@@ -9,11 +9,14 @@
 //! descriptors, route templates, status codes, operation names): a label
 //! that took a raw path or an id would grow the series without bound.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use ::metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -143,8 +146,15 @@ fn describe() {
 
 /// A finished gRPC call.
 pub fn grpc_call(method: &'static str, code: &'static str, elapsed: Duration) {
-    counter!(GRPC_CALLS, "method" => method, "code" => code).increment(1);
-    histogram!(GRPC_DURATION, "method" => method).record(elapsed.as_secs_f64());
+    static HANDLES: Handles<(&str, &str), (Counter, Histogram)> = Handles::new();
+    let (calls, duration) = HANDLES.get((method, code), || {
+        (
+            counter!(GRPC_CALLS, "method" => method, "code" => code),
+            histogram!(GRPC_DURATION, "method" => method),
+        )
+    });
+    calls.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 /// A finished REST request.
@@ -166,8 +176,15 @@ pub fn shed(transport: &'static str) {
 
 /// A finished store operation; `result` is `ok`, `unavailable` or `corrupt`.
 pub fn store_operation(operation: &'static str, result: &'static str, elapsed: Duration) {
-    counter!(STORE_OPERATIONS, "operation" => operation, "result" => result).increment(1);
-    histogram!(STORE_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+    static HANDLES: Handles<(&str, &str), (Counter, Histogram)> = Handles::new();
+    let (operations, duration) = HANDLES.get((operation, result), || {
+        (
+            counter!(STORE_OPERATIONS, "operation" => operation, "result" => result),
+            histogram!(STORE_DURATION, "operation" => operation),
+        )
+    });
+    operations.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 /// The store's health, as the prober last saw it.
@@ -185,13 +202,59 @@ pub struct InFlight(());
 
 impl InFlight {
     pub fn enter() -> InFlight {
-        gauge!(IN_FLIGHT).increment(1.0);
+        in_flight().increment(1.0);
         InFlight(())
+    }
+}
+
+fn in_flight() -> &'static Gauge {
+    static GAUGE: OnceLock<Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        handle();
+        gauge!(IN_FLIGHT)
+    })
+}
+
+/// The handles of the metrics of one kind, by label values. Looking a metric
+/// up by name and labels builds and hashes its key in the registry; the
+/// per-call metrics are looked up once per label set instead. The recorder
+/// is installed before the first handle is made (so no handle is a no-op
+/// one) and never replaced, so a handle stays valid for the process's life.
+/// Label values come from closed sets, so the table stays small.
+struct Handles<K, V> {
+    by_labels: RwLock<Option<HashMap<K, V>>>,
+}
+
+impl<K: Copy + Eq + Hash, V: Clone> Handles<K, V> {
+    const fn new() -> Handles<K, V> {
+        Handles {
+            by_labels: RwLock::new(None),
+        }
+    }
+
+    fn get(&self, labels: K, make: impl FnOnce() -> V) -> V {
+        let found = self
+            .by_labels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|handles| handles.get(&labels).cloned());
+        if let Some(handles) = found {
+            return handles;
+        }
+        handle();
+        let made = make();
+        self.by_labels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(HashMap::new)
+            .insert(labels, made.clone());
+        made
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!(IN_FLIGHT).decrement(1.0);
+        in_flight().decrement(1.0);
     }
 }

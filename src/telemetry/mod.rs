@@ -5,6 +5,8 @@
 pub mod metrics;
 
 use clap::ValueEnum;
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,6 +45,10 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
         EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person watching a terminal: escape codes in a
+        // log file or a collector are noise, and formatting them costs CPU
+        // on every call's span.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
