@@ -5,13 +5,16 @@
 mod auth;
 mod convert;
 mod events;
+mod get_room;
 mod limits;
 mod rooms;
 mod sessions;
 mod status;
+mod wire;
 
 pub use auth::AuthInterceptor;
 pub use events::EventsGrpc;
+pub use get_room::{GET_ROOM_PATH, GetRoomRoute};
 pub use limits::OversizeAsResourceExhausted;
 pub use rooms::RoomsGrpc;
 pub use sessions::SessionsGrpc;

@@ -1,6 +1,7 @@
 use tonic::{Request, Response, Status};
 
 use super::pb::room_service_server::RoomService as RoomServiceRpc;
+use super::wire::RoomReply;
 use super::{convert, pb, to_status};
 use crate::auth::{AuthError, Caller};
 use crate::domain::PublicUrl;
@@ -22,6 +23,21 @@ impl RoomsGrpc {
 
     fn room(&self, room: &crate::domain::Room) -> Response<pb::Room> {
         Response::new(convert::room(room, &self.public_url))
+    }
+
+    /// GetRoom, with its reply in the form that is encoded without a
+    /// `pb::Room` in between.
+    pub async fn get_room_reply(
+        &self,
+        request: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<RoomReply>, Status> {
+        let caller = caller(&request)?;
+        let room = self
+            .service
+            .get_room(&caller, &request.get_ref().room_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RoomReply::new(room, &self.public_url)))
     }
 }
 
@@ -60,17 +76,15 @@ impl RoomServiceRpc for RoomsGrpc {
         Ok(self.room(&created.room))
     }
 
+    /// Served by [`super::GetRoomRoute`], which encodes the reply
+    /// directly; this is the same call for anyone holding the generated
+    /// server alone.
     async fn get_room(
         &self,
         request: Request<pb::GetRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        let caller = caller(&request)?;
-        let room = self
-            .service
-            .get_room(&caller, &request.get_ref().room_id)
-            .await
-            .map_err(to_status)?;
-        Ok(self.room(&room))
+        let reply = self.get_room_reply(request).await?;
+        Ok(reply.map(RoomReply::into_room))
     }
 
     async fn list_rooms(

@@ -37,8 +37,8 @@ use crate::grpc::pb::event_service_server::EventServiceServer;
 use crate::grpc::pb::room_service_server::RoomServiceServer;
 use crate::grpc::pb::session_service_server::SessionServiceServer;
 use crate::grpc::{
-    AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomsGrpc,
-    SessionsGrpc,
+    AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, GET_ROOM_PATH, GetRoomRoute,
+    OversizeAsResourceExhausted, RoomsGrpc, SessionsGrpc,
 };
 use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::service::{
@@ -359,10 +359,17 @@ fn grpc_router(
     let reflection_v1alpha =
         OversizeAsResourceExhausted::new(reflection_v1alpha, MAX_REFLECTION_REQUEST_BYTES);
 
-    let rooms = RoomsGrpc::new(rooms, app.public_url.clone());
+    let rooms = Arc::new(RoomsGrpc::new(rooms, app.public_url.clone()));
+    // GetRoom has a route of its own (its reply is encoded directly), with
+    // the same token check and limits.
+    let get_room = InterceptedService::new(
+        GetRoomRoute::new(rooms.clone(), MAX_REQUEST_BYTES),
+        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
+    );
+    let get_room = OversizeAsResourceExhausted::new(get_room, MAX_REQUEST_BYTES);
     // Configure the server type before wrapping it: the interceptor wrapper
     // does not expose these settings.
-    let rooms = RoomServiceServer::new(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let rooms = RoomServiceServer::from_arc(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
     let rooms = InterceptedService::new(
         rooms,
         AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
@@ -398,6 +405,8 @@ fn grpc_router(
         .add_service(events)
         .prepare()
         .into_axum_router()
+        // A literal path wins over the services' `/{name}/{*rest}` routes.
+        .route_service(GET_ROOM_PATH, get_room)
 }
 
 /// How often the sweeper looks for sessions past their deadline. Reads are

@@ -1,0 +1,263 @@
+//! A room reply encoded straight from the room's JSON settings.
+//!
+//! The generated `pb::Room` holds `autoStartConfig` and `multiComposition` as
+//! `google.protobuf.Struct`: building those maps of boxed values from the
+//! stored JSON, then measuring and encoding them, was about a tenth of the
+//! server's CPU per GetRoom (docs/performance.md). [`RoomReply`] encodes the
+//! same message: the generated code encodes every other field, and the two
+//! Struct fields are written here from the JSON, with no intermediate value.
+//! A test decodes the result as `pb::Room` and compares it with the generic
+//! conversion.
+
+use bytes::{Buf, BufMut};
+use prost::DecodeError;
+use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
+use serde_json::{Map, Value};
+
+use super::{convert, pb};
+use crate::domain::{PublicUrl, Room};
+
+/// `rooms.v1.Room` as a reply. Only ever encoded.
+#[derive(Debug, Default)]
+pub struct RoomReply {
+    /// Every field but the two Struct ones, which are left unset here.
+    head: pb::Room,
+    /// Field 12.
+    auto_start_config: Option<Map<String, Value>>,
+    /// Field 13.
+    multi_composition: Option<Map<String, Value>>,
+}
+
+const AUTO_START_CONFIG: u32 = 12;
+const MULTI_COMPOSITION: u32 = 13;
+
+impl RoomReply {
+    pub fn new(mut room: Room, base: &PublicUrl) -> RoomReply {
+        let auto_start_config = room.settings.auto_start_config.take();
+        let multi_composition = room.settings.multi_composition.take();
+        RoomReply {
+            head: convert::room(&room, base),
+            auto_start_config,
+            multi_composition,
+        }
+    }
+
+    /// The same message as the generated type, for the calls that return it.
+    pub fn into_room(self) -> pb::Room {
+        pb::Room {
+            auto_start_config: self.auto_start_config.map(convert::json_to_struct),
+            multi_composition: self.multi_composition.map(convert::json_to_struct),
+            ..self.head
+        }
+    }
+}
+
+impl prost::Message for RoomReply {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        self.head.encode_raw(buf);
+        // Protobuf readers accept fields in any order.
+        if let Some(map) = &self.auto_start_config {
+            encode_struct_field(AUTO_START_CONFIG, map, buf);
+        }
+        if let Some(map) = &self.multi_composition {
+            encode_struct_field(MULTI_COMPOSITION, map, buf);
+        }
+    }
+
+    /// The server only encodes replies; decoding is here for completeness
+    /// (and the tests), through the generated types.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let slot = match tag {
+            AUTO_START_CONFIG => &mut self.auto_start_config,
+            MULTI_COMPOSITION => &mut self.multi_composition,
+            _ => return self.head.merge_field(tag, wire_type, buf, ctx),
+        };
+        let mut decoded = prost_types::Struct::default();
+        prost::encoding::message::merge(wire_type, &mut decoded, buf, ctx)?;
+        // A message field seen twice is merged, as protobuf says.
+        slot.get_or_insert_with(Map::new)
+            .extend(convert::struct_to_json(decoded));
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.head.encoded_len()
+            + self.auto_start_config.as_ref().map_or(0, |map| {
+                message_field_len(AUTO_START_CONFIG, struct_len(map))
+            })
+            + self.multi_composition.as_ref().map_or(0, |map| {
+                message_field_len(MULTI_COMPOSITION, struct_len(map))
+            })
+    }
+
+    fn clear(&mut self) {
+        *self = RoomReply::default();
+    }
+}
+
+// google.protobuf.Struct    { map<string, Value> fields = 1; }
+// map entry                 { string key = 1; Value value = 2; }
+// google.protobuf.Value     { oneof kind { NullValue null_value = 1; double number_value = 2;
+//                             string string_value = 3; bool bool_value = 4;
+//                             Struct struct_value = 5; ListValue list_value = 6; } }
+// google.protobuf.ListValue { repeated Value values = 1; }
+
+/// The size of a length-delimited field holding `len` bytes.
+fn message_field_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn encode_message_header(tag: u32, len: usize, buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn struct_len(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(key, value)| message_field_len(1, entry_len(key, value)))
+        .sum()
+}
+
+/// A map entry; like prost, an empty key (the default) is left out.
+fn entry_len(key: &str, value: &Value) -> usize {
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        message_field_len(1, key.len())
+    };
+    key_len + message_field_len(2, value_len(value))
+}
+
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 2,
+        Value::Number(_) => 9,
+        Value::String(s) => message_field_len(3, s.len()),
+        Value::Object(map) => message_field_len(5, struct_len(map)),
+        Value::Array(items) => message_field_len(6, list_len(items)),
+    }
+}
+
+fn list_len(items: &[Value]) -> usize {
+    items
+        .iter()
+        .map(|item| message_field_len(1, value_len(item)))
+        .sum()
+}
+
+fn encode_struct_field(tag: u32, map: &Map<String, Value>, buf: &mut impl BufMut) {
+    encode_message_header(tag, struct_len(map), buf);
+    encode_struct(map, buf);
+}
+
+fn encode_struct(map: &Map<String, Value>, buf: &mut impl BufMut) {
+    for (key, value) in map {
+        encode_message_header(1, entry_len(key, value), buf);
+        if !key.is_empty() {
+            prost::encoding::string::encode(1, key, buf);
+        }
+        encode_message_header(2, value_len(value), buf);
+        encode_value(value, buf);
+    }
+}
+
+/// The body of a `google.protobuf.Value`, numbers as doubles (as the generic
+/// conversion does).
+fn encode_value(value: &Value, buf: &mut impl BufMut) {
+    match value {
+        Value::Null => prost::encoding::int32::encode(1, &0, buf),
+        Value::Number(n) => {
+            prost::encoding::double::encode(2, &n.as_f64().unwrap_or_default(), buf)
+        }
+        Value::String(s) => prost::encoding::string::encode(3, s, buf),
+        Value::Bool(b) => prost::encoding::bool::encode(4, b, buf),
+        Value::Object(map) => {
+            encode_message_header(5, struct_len(map), buf);
+            encode_struct(map, buf);
+        }
+        Value::Array(items) => {
+            encode_message_header(6, list_len(items), buf);
+            for item in items {
+                encode_message_header(1, value_len(item), buf);
+                encode_value(item, buf);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{CustomRoomId, RoomId, RoomSettings, UserId};
+
+    fn room(settings: RoomSettings) -> Room {
+        let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        Room {
+            room_id: RoomId::parse("abcd-efgh-ijkl").unwrap(),
+            user_id: UserId::derive_from_api_key("acme"),
+            custom_room_id: Some(CustomRoomId::parse("standup").unwrap()),
+            disabled: true,
+            created_at: at,
+            updated_at: at,
+            settings,
+        }
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("a JSON object"),
+        }
+    }
+
+    /// Decoded as the generated type, the reply is exactly what the generic
+    /// conversion makes.
+    fn assert_same_as_generic(room: Room) {
+        let base = PublicUrl::parse("https://rooms.example.com").unwrap();
+        let expected = convert::room(&room, &base);
+        let reply = RoomReply::new(room, &base);
+        let bytes = reply.encode_to_vec();
+        assert_eq!(bytes.len(), reply.encoded_len());
+        assert_eq!(pb::Room::decode(bytes.as_slice()).unwrap(), expected);
+        let decoded = RoomReply::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.encode_to_vec().len(), bytes.len());
+        assert_eq!(reply.into_room(), expected);
+        assert_eq!(decoded.into_room(), expected);
+    }
+
+    #[test]
+    fn settings_encode_as_the_generated_struct_does() {
+        let deep = json!({
+            "": "empty key",
+            "n": 1, "neg": -3, "f": 1.5, "big": 1e300, "u": u64::MAX,
+            "s": "x", "unicode": "é😀", "b": true, "z": null,
+            "l": [1, "a", null, false, [], {}, [[{"k": [2]}]]],
+            "o": {"deep": [{"k": -3, "long": "y".repeat(300)}]},
+            "empty": {}
+        });
+        assert_same_as_generic(room(RoomSettings {
+            auto_start_config: Some(object(deep.clone())),
+            multi_composition: Some(object(json!({"layout": {"type": "GRID"}}))),
+            allowed_participant_ids: vec!["p1".into(), "p2".into()],
+            ..RoomSettings::default()
+        }));
+        assert_same_as_generic(room(RoomSettings {
+            multi_composition: Some(object(deep)),
+            ..RoomSettings::default()
+        }));
+        assert_same_as_generic(room(RoomSettings {
+            auto_start_config: Some(Map::new()),
+            ..RoomSettings::default()
+        }));
+        assert_same_as_generic(room(RoomSettings::default()));
+    }
+}
