@@ -5,8 +5,8 @@
 mod auth;
 mod convert;
 mod events;
-mod get_room;
 mod limits;
+mod room_routes;
 mod rooms;
 mod sessions;
 mod status;
@@ -14,8 +14,8 @@ mod wire;
 
 pub use auth::AuthInterceptor;
 pub use events::EventsGrpc;
-pub use get_room::{GET_ROOM_PATH, GetRoomRoute};
 pub use limits::OversizeAsResourceExhausted;
+pub use room_routes::RoomRoute;
 pub use rooms::RoomsGrpc;
 pub use sessions::SessionsGrpc;
 pub use status::to_status;

@@ -25,6 +25,30 @@ impl RoomsGrpc {
         Response::new(convert::room(room, &self.public_url))
     }
 
+    /// CreateRoom, with its reply in the form that is encoded without a
+    /// `pb::Room` in between.
+    pub async fn create_room_reply(
+        &self,
+        request: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<RoomReply>, Status> {
+        let caller = caller(&request)?;
+        // Not ASCII: kept as given, so the service refuses it by name.
+        let key = request
+            .metadata()
+            .get("idempotency-key")
+            .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+        let params = convert::create_params(request.into_inner());
+        let created = self
+            .service
+            .create_room(&caller, params, key.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RoomReply::new(
+            created.room,
+            &self.public_url,
+        )))
+    }
+
     /// GetRoom, with its reply in the form that is encoded without a
     /// `pb::Room` in between.
     pub async fn get_room_reply(
@@ -57,28 +81,18 @@ pub(super) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 
 #[tonic::async_trait]
 impl RoomServiceRpc for RoomsGrpc {
+    /// Served by [`super::RoomRoute`], which encodes the reply directly;
+    /// this is the same call for anyone holding the generated server alone.
     async fn create_room(
         &self,
         request: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        let caller = caller(&request)?;
-        // Not ASCII: kept as given, so the service refuses it by name.
-        let key = request
-            .metadata()
-            .get("idempotency-key")
-            .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
-        let params = convert::create_params(request.into_inner());
-        let created = self
-            .service
-            .create_room(&caller, params, key.as_deref())
-            .await
-            .map_err(to_status)?;
-        Ok(self.room(&created.room))
+        let reply = self.create_room_reply(request).await?;
+        Ok(reply.map(RoomReply::into_room))
     }
 
-    /// Served by [`super::GetRoomRoute`], which encodes the reply
-    /// directly; this is the same call for anyone holding the generated
-    /// server alone.
+    /// Served by [`super::RoomRoute`], which encodes the reply directly;
+    /// this is the same call for anyone holding the generated server alone.
     async fn get_room(
         &self,
         request: Request<pb::GetRoomRequest>,

@@ -37,8 +37,8 @@ use crate::grpc::pb::event_service_server::EventServiceServer;
 use crate::grpc::pb::room_service_server::RoomServiceServer;
 use crate::grpc::pb::session_service_server::SessionServiceServer;
 use crate::grpc::{
-    AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, GET_ROOM_PATH, GetRoomRoute,
-    OversizeAsResourceExhausted, RoomsGrpc, SessionsGrpc,
+    AuthInterceptor, EventsGrpc, FILE_DESCRIPTOR_SET, OversizeAsResourceExhausted, RoomRoute,
+    RoomsGrpc, SessionsGrpc,
 };
 use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::service::{
@@ -360,13 +360,21 @@ fn grpc_router(
         OversizeAsResourceExhausted::new(reflection_v1alpha, MAX_REFLECTION_REQUEST_BYTES);
 
     let rooms = Arc::new(RoomsGrpc::new(rooms, app.public_url.clone()));
-    // GetRoom has a route of its own (its reply is encoded directly), with
-    // the same token check and limits.
-    let get_room = InterceptedService::new(
-        GetRoomRoute::new(rooms.clone(), MAX_REQUEST_BYTES),
-        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
+    // GetRoom and CreateRoom have routes of their own (their replies are
+    // encoded directly), with the same token check and limits.
+    let auth = AuthInterceptor::new(app.verifier.clone(), limiter.clone());
+    let get_room = RoomRoute::get_room(rooms.clone(), MAX_REQUEST_BYTES);
+    let create_room = RoomRoute::create_room(rooms.clone(), MAX_REQUEST_BYTES);
+    let get_room_path = get_room.path();
+    let create_room_path = create_room.path();
+    let get_room = OversizeAsResourceExhausted::new(
+        InterceptedService::new(get_room, auth.clone()),
+        MAX_REQUEST_BYTES,
     );
-    let get_room = OversizeAsResourceExhausted::new(get_room, MAX_REQUEST_BYTES);
+    let create_room = OversizeAsResourceExhausted::new(
+        InterceptedService::new(create_room, auth),
+        MAX_REQUEST_BYTES,
+    );
     // Configure the server type before wrapping it: the interceptor wrapper
     // does not expose these settings.
     let rooms = RoomServiceServer::from_arc(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -406,7 +414,8 @@ fn grpc_router(
         .prepare()
         .into_axum_router()
         // A literal path wins over the services' `/{name}/{*rest}` routes.
-        .route_service(GET_ROOM_PATH, get_room)
+        .route_service(get_room_path, get_room)
+        .route_service(create_room_path, create_room)
 }
 
 /// How often the sweeper looks for sessions past their deadline. Reads are

@@ -135,16 +135,19 @@ impl RoomService {
         }
 
         let now = domain::now();
-        for _ in 0..ROOM_ID_ATTEMPTS {
-            let room = Room {
-                room_id: RoomId::generate(),
-                user_id: caller.account.user_id.clone(),
-                custom_room_id: spec.custom_room_id.clone(),
-                disabled: false,
-                created_at: now,
-                updated_at: now,
-                settings: spec.settings.clone(),
-            };
+        let mut room = Room {
+            room_id: RoomId::generate(),
+            user_id: caller.account.user_id.clone(),
+            custom_room_id: spec.custom_room_id,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            settings: spec.settings,
+        };
+        for attempt in 0..ROOM_ID_ATTEMPTS {
+            if attempt > 0 {
+                room.room_id = RoomId::generate();
+            }
             let outcome = self
                 .store
                 .create_room_once(&room, self.max_rooms_per_account, key.as_ref())
