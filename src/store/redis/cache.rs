@@ -639,6 +639,13 @@ mod tests {
     }
 
     #[test]
+    fn a_default_room_is_estimated_at_about_600_bytes() {
+        let key = "rs:{65f0a1b2c3d4e5f6a7b8c9d0}:room:aaaa-aaaa-0000";
+        let bytes = entry_bytes(key, Some(&room(0)));
+        assert!((400..=800).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
     fn the_bound_holds_and_old_entries_go_first() {
         let one = entry_bytes("key-0000", Some(&room(0)));
         let cache = RoomCache::new(one * 10);
