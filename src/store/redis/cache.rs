@@ -29,8 +29,8 @@
 //!    connection scope: callers arriving while one is in flight wait for the
 //!    next, and one serves them all.
 //! 4. **A lost connection forgets everything.** A `Disconnection` push, an
-//!    `invalidate` with no keys (FLUSHALL, or tracking overflow), and a
-//!    barrier that fails all empty the cache.
+//!    `invalidate` with no keys (FLUSHALL, FLUSHDB), and a barrier that fails
+//!    all empty the cache.
 //!
 //! The cache is bounded by an estimate of its bytes; the least recently used
 //! entries go first.
@@ -264,8 +264,7 @@ impl RoomCache {
         match push.kind {
             PushKind::Invalidate => match push.data.first() {
                 Some(Value::Array(keys)) => self.invalidate(keys),
-                // Nil: FLUSHALL/FLUSHDB, or Redis dropped keys from its
-                // tracking table. Anything else: unknown, so be safe.
+                // Nil: FLUSHALL/FLUSHDB. Anything else: unknown, so be safe.
                 _ => self.flush(),
             },
             // The connection is gone, and its tracking with it; a new one
