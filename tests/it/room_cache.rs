@@ -88,7 +88,9 @@ impl Replica {
                 room_id: room_id.into(),
                 status: if disabled { "disabled" } else { "enabled" }.into(),
             };
-            self.client.update_room_status(authed(request, &token)).await
+            self.client
+                .update_room_status(authed(request, &token))
+                .await
         };
         reply.unwrap().into_inner()
     }
@@ -97,7 +99,11 @@ impl Replica {
 /// What a reader must see after a change: the room as the writer returned it.
 fn assert_fresh(read: &PbRoom, written: &PbRoom, who: &str, iteration: usize) {
     assert_eq!(
-        (read.room_id.as_str(), read.disabled, read.updated_at.as_str()),
+        (
+            read.room_id.as_str(),
+            read.disabled,
+            read.updated_at.as_str()
+        ),
         (
             written.room_id.as_str(),
             written.disabled,
@@ -257,7 +263,10 @@ async fn the_cache_stays_within_its_bound() {
         }
     }
     let stats = store.room_cache_stats().unwrap();
-    assert!(stats.entries > 0 && stats.entries < rooms.len(), "{stats:?}");
+    assert!(
+        stats.entries > 0 && stats.entries < rooms.len(),
+        "{stats:?}"
+    );
     // The most recent rooms are still served from memory.
     let hits = stats.hits;
     store
@@ -276,4 +285,3 @@ async fn a_zero_bound_turns_the_cache_off() {
     });
     assert_eq!(store.room_cache_stats(), None);
 }
-

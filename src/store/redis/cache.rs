@@ -119,7 +119,7 @@ enum State {
     /// A read is in flight; its reply may be stored only while this stays.
     Pending,
     /// The room as read on the connection whose `CLIENT ID` is `client_id`.
-    Ready { room: Room, client_id: i64 },
+    Ready { room: Box<Room>, client_id: i64 },
 }
 
 /// A miss's claim on a key: the reply is stored only if nothing removed the
@@ -179,7 +179,7 @@ impl RoomCache {
             Some(Entry {
                 state: State::Ready { room, client_id: c },
                 ..
-            }) => (*c == client_id).then(|| room.clone()),
+            }) => (*c == client_id).then(|| Room::clone(room)),
             _ => return None,
         };
         match found {
@@ -233,6 +233,7 @@ impl RoomCache {
             return;
         }
         let tick = entries.next_tick();
+        let room = Box::new(room);
         entries.insert(ticket.key, tick, bytes, State::Ready { room, client_id });
         entries.evict_to(self.max_bytes);
     }

@@ -302,8 +302,8 @@ impl RedisStore {
         let mut loaded = false;
         loop {
             let replies = within_deadline(send_pipeline(&mut connection, &pipeline, route)).await?;
-            let [tracking, client_id, caching, reply] = <[Value; 4]>::try_from(replies)
-                .map_err(|r| {
+            let [tracking, client_id, caching, reply] =
+                <[Value; 4]>::try_from(replies).map_err(|r| {
                     StoreError::Corrupt(format!("tracked lookup: {} replies, not 4", r.len()))
                 })?;
             for setup in [tracking, caching] {
@@ -312,9 +312,7 @@ impl RedisStore {
             let client_id = match server_error(client_id)? {
                 Value::Int(id) => id,
                 other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "CLIENT ID answered {other:?}"
-                    )));
+                    return Err(StoreError::Corrupt(format!("CLIENT ID answered {other:?}")));
                 }
             };
             match reply {
@@ -630,15 +628,13 @@ impl Store for RedisStore {
                 let ticket = cache.begin_fill(room_key);
                 let tracked = self.tracked_lookup(&lookup).await;
                 let (client_id, found) = match tracked {
-                    Ok((client_id, reply)) => {
-                        match codec::decode_lookup(user_id, reply) {
-                            Ok(found) => (client_id, found),
-                            Err(error) => {
-                                cache.finish_fill(ticket, None);
-                                return Err(error);
-                            }
+                    Ok((client_id, reply)) => match codec::decode_lookup(user_id, reply) {
+                        Ok(found) => (client_id, found),
+                        Err(error) => {
+                            cache.finish_fill(ticket, None);
+                            return Err(error);
                         }
-                    }
+                    },
                     Err(error) => {
                         cache.finish_fill(ticket, None);
                         return Err(error);
@@ -1024,14 +1020,16 @@ async fn connect(
     let mut delay = FIRST_CONNECT_MIN_DELAY;
     let mut attempt: u32 = 1;
     loop {
-        let result = match tokio::time::timeout(FIRST_CONNECT_ATTEMPT_TIMEOUT, open(&config, cache.clone())).await
-        {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} s",
-                FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
-            )),
-        };
+        let result =
+            match tokio::time::timeout(FIRST_CONNECT_ATTEMPT_TIMEOUT, open(&config, cache.clone()))
+                .await
+            {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} s",
+                    FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
+                )),
+            };
         let result = match result {
             Ok(connection) => match read_policies(&connection).await {
                 // A policy that may evict is not a failure to connect: the
