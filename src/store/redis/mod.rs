@@ -4,6 +4,8 @@
 //! Every operation is one round trip: a Lua script does the reads and writes
 //! of one account atomically, on the slot that account's `{userId}` hash tag
 //! picks. All requests share one multiplexed connection, cloned per call.
+//! It speaks RESP3: GetRoom by roomId is served from an in-process cache that
+//! Redis keeps true with invalidation pushes on it (see [`cache`]).
 //!
 //! A Redis that may evict keys is refused (see [`eviction`]) unless
 //! [`RedisConfig::allow_evicting`] says otherwise.
