@@ -222,6 +222,10 @@ async fn nothing_cached_before_a_lost_connection_is_served() {
         .unwrap();
     let found = read_when_back(&reader, room_id).await;
     assert!(found.unwrap().disabled, "the reader served its old cache");
+    // Forgotten because the connection was lost (its Disconnection push, or
+    // a barrier that failed on it), not by luck: Redis client ids restart
+    // with Redis, so the new connection's id may equal the old one's.
+    assert!(reader.room_cache_stats().unwrap().flushes >= 1);
 
     // And a room gone from Redis altogether (FLUSHALL) is gone for readers.
     for _ in 0..2 {
