@@ -107,6 +107,7 @@ async fn measure(
         prefix: prefix.to_owned(),
         // The example measures memory, whatever the policy.
         allow_evicting: true,
+        ..RedisConfig::default()
     }));
     wait_until_connected(store.as_ref()).await?;
 

@@ -208,6 +208,7 @@ async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
         cluster: false,
         prefix: prefix.to_owned(),
         allow_evicting: false,
+        ..RedisConfig::default()
     }));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

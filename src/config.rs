@@ -148,6 +148,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_ALLOW_EVICTING_REDIS", requires = "redis_url")]
     pub allow_evicting_redis: bool,
 
+    /// On Redis, GetRoom by roomId is served from an in-process cache that
+    /// Redis keeps true (client-side caching with invalidation pushes). Its
+    /// bound, in estimated bytes; least recently used rooms go first. 0
+    /// turns the cache off.
+    #[arg(long, env = "ROOMSERVICE_ROOM_CACHE_BYTES", default_value_t = crate::store::redis::DEFAULT_ROOM_CACHE_BYTES, value_name = "BYTES")]
+    pub room_cache_bytes: usize,
+
     /// Calls served at once; beyond it calls are refused at once
     /// (RESOURCE_EXHAUSTED, HTTP 503 with Retry-After) rather than queued.
     /// Health checks are never refused.

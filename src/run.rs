@@ -253,6 +253,7 @@ fn open_store(args: &ServeArgs) -> Result<Stores, String> {
         cluster: args.redis_cluster,
         prefix: args.redis_prefix.clone(),
         allow_evicting: args.allow_evicting_redis,
+        room_cache_bytes: args.room_cache_bytes,
     }));
     Ok((store.clone(), store.clone(), store))
 }

@@ -35,6 +35,7 @@ pub const STORE_OPERATIONS: &str = "roomservice_store_operations_total";
 pub const STORE_DURATION: &str = "roomservice_store_operation_duration_seconds";
 pub const STORE_UP: &str = "roomservice_store_up";
 pub const WEBHOOK_DELIVERIES: &str = "roomservice_webhook_deliveries_total";
+pub const ROOM_CACHE_LOOKUPS: &str = "roomservice_room_cache_lookups_total";
 
 /// Histogram buckets, in seconds: a memory-store call takes tens of
 /// microseconds, a Redis round trip about a millisecond, and a store
@@ -147,6 +148,10 @@ fn describe() {
         WEBHOOK_DELIVERIES,
         "webhook delivery attempts, by outcome (delivered, retrying, dead)"
     );
+    describe_counter!(
+        ROOM_CACHE_LOOKUPS,
+        "GetRoom lookups by roomId on Redis, by result: hit (served from memory) or miss"
+    );
 }
 
 /// A finished gRPC call.
@@ -195,6 +200,12 @@ pub fn store_operation(operation: &'static str, result: &'static str, elapsed: D
 /// The store's health, as the prober last saw it.
 pub fn store_up(up: bool) {
     gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A GetRoom by roomId on Redis: answered from the room cache, or not.
+pub fn room_cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!(ROOM_CACHE_LOOKUPS, "result" => result).increment(1);
 }
 
 /// One webhook delivery attempt's outcome: `delivered`, `retrying` or `dead`.

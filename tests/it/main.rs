@@ -18,6 +18,7 @@ mod redis_policy;
 mod redis_service;
 mod reflection;
 mod rest_gateway;
+mod room_cache;
 mod room_calls;
 mod rooms;
 mod schemathesis;

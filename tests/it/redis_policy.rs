@@ -44,6 +44,7 @@ async fn linked_store(urls: Vec<String>, cluster: bool, allow_evicting: bool) ->
         cluster,
         prefix: unique_prefix(),
         allow_evicting,
+        ..RedisConfig::default()
     }));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

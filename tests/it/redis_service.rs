@@ -139,6 +139,21 @@ async fn get_is_one_command_and_create_is_one_round_trip() {
             ))
             .await;
         let trips = round_trips(&before, &command_calls(&redis));
+        if key == room.room_id {
+            // By roomId the room is cached since the warm-up: one pipeline,
+            // the cache's barrier (see src/store/redis/cache.rs).
+            assert_eq!(
+                trips,
+                BTreeMap::from([("client|id".to_owned(), 1), ("unsubscribe".to_owned(), 1)]),
+                "GetRoom by {key}"
+            );
+            assert_eq!(
+                monitor.client_commands(2),
+                ["client", "unsubscribe"],
+                "GetRoom by {key}"
+            );
+            continue;
+        }
         assert_eq!(
             trips,
             BTreeMap::from([("evalsha".to_owned(), 1)]),
@@ -147,6 +162,39 @@ async fn get_is_one_command_and_create_is_one_round_trip() {
         // commandstats cannot tell a client's HGETALL from a script's; MONITOR can.
         assert_eq!(monitor.client_commands(1), ["evalsha"], "GetRoom by {key}");
     }
+
+    // A roomId not cached yet: the read and its tracking, one pipeline.
+    let cold = client
+        .create_room(create("cold"))
+        .await
+        .unwrap()
+        .into_inner();
+    let monitor = Monitor::start(&redis);
+    let before = command_calls(&redis);
+    client
+        .get_room(authed(
+            GetRoomRequest {
+                room_id: cold.room_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        round_trips(&before, &command_calls(&redis)),
+        BTreeMap::from([
+            ("client|caching".to_owned(), 1),
+            ("client|id".to_owned(), 1),
+            ("client|tracking".to_owned(), 1),
+            ("evalsha".to_owned(), 1),
+        ]),
+        "GetRoom by an uncached roomId"
+    );
+    assert_eq!(
+        monitor.client_commands(4),
+        ["client", "client", "client", "evalsha"],
+        "GetRoom by an uncached roomId"
+    );
 
     for what in ["new room", "idempotent repeat"] {
         let monitor = Monitor::start(&redis);

@@ -4,10 +4,13 @@
 //! Every operation is one round trip: a Lua script does the reads and writes
 //! of one account atomically, on the slot that account's `{userId}` hash tag
 //! picks. All requests share one multiplexed connection, cloned per call.
+//! It speaks RESP3: GetRoom by roomId is served from an in-process cache that
+//! Redis keeps true with invalidation pushes on it (see [`cache`]).
 //!
 //! A Redis that may evict keys is refused (see [`eviction`]) unless
 //! [`RedisConfig::allow_evicting`] says otherwise.
 
+mod cache;
 mod codec;
 mod events;
 mod eviction;
@@ -22,13 +25,17 @@ use jiff::Timestamp;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+};
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation,
-    ServerErrorKind, Value,
+    Cmd, ErrorKind, Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, Script,
+    ScriptInvocation, ServerErrorKind, Value,
 };
 use tokio::task::AbortHandle;
 
+pub use self::cache::{DEFAULT_ROOM_CACHE_BYTES, RoomCacheStats};
+use self::cache::{PushHandler, RoomCache, Scope};
 use self::codec::Keys;
 use self::eviction::{EvictionGuard, NodePolicy};
 use super::{
@@ -68,6 +75,9 @@ pub struct RedisConfig {
     /// Serve even when Redis may evict keys (`maxmemory-policy` other than
     /// `noeviction`). Dangerous: evicted rooms vanish and indexes break.
     pub allow_evicting: bool,
+    /// Bound, in estimated bytes, of the in-process cache GetRoom by roomId
+    /// is served from (see `cache.rs`); 0 turns the cache off.
+    pub room_cache_bytes: usize,
 }
 
 impl RedisConfig {
@@ -81,6 +91,7 @@ impl Default for RedisConfig {
             cluster: false,
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
             allow_evicting: false,
+            room_cache_bytes: DEFAULT_ROOM_CACHE_BYTES,
         }
     }
 }
@@ -98,6 +109,9 @@ pub struct RedisStore {
     /// The background task making the first connection; stopped when the
     /// store is dropped so a store that never connected leaves nothing behind.
     connect_task: AbortHandle,
+    /// Rooms read by roomId, kept true by invalidation pushes; `None` when
+    /// `room_cache_bytes` is 0. Shared with the connection's push handler.
+    cache: Option<Arc<RoomCache>>,
 }
 
 /// The connection, once there is one. Shared by the store and its connect task.
@@ -141,8 +155,15 @@ impl RedisStore {
         });
         let keys = Keys::new(config.prefix.clone());
         let eviction = Arc::new(EvictionGuard::new(config.allow_evicting));
-        let connect_task =
-            tokio::spawn(connect(config, link.clone(), eviction.clone())).abort_handle();
+        let cache = (config.room_cache_bytes > 0)
+            .then(|| Arc::new(RoomCache::new(config.room_cache_bytes)));
+        let connect_task = tokio::spawn(connect(
+            config,
+            link.clone(),
+            eviction.clone(),
+            cache.clone(),
+        ))
+        .abort_handle();
         RedisStore {
             keys,
             scripts: Scripts {
@@ -165,7 +186,13 @@ impl RedisStore {
             eviction,
             oom_refusals: AtomicU64::new(0),
             connect_task,
+            cache,
         }
+    }
+
+    /// The room cache's counters; `None` when the cache is off.
+    pub fn room_cache_stats(&self) -> Option<RoomCacheStats> {
+        self.cache.as_ref().map(|cache| cache.stats())
     }
 
     /// How many writes Redis has refused for want of memory (`OOM`: used
@@ -248,6 +275,90 @@ impl RedisStore {
             );
         self.invoke(&invocation).await?;
         Ok(())
+    }
+
+    /// `get.lua` for a cache miss, tracked: `CLIENT TRACKING ON OPTIN`,
+    /// `CLIENT ID`, `CLIENT CACHING YES` and the EVALSHA in one pipeline, so
+    /// the read is tracked on the very connection (Cluster: the node owning
+    /// the slot of the room's key) that ran it, whether or not it was
+    /// reconnected since. Returns that connection's client id and the
+    /// script's reply. One round trip, or three the first time a node sees
+    /// the script (NOSCRIPT, SCRIPT LOAD, again).
+    async fn tracked_lookup(&self, lookup: &Lookup) -> Result<(i64, Value), StoreError> {
+        let room_key = &lookup.keys[0];
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("OPTIN")
+            .cmd("CLIENT")
+            .arg("ID")
+            // Applies to the next command only, which must be the read.
+            .cmd("CLIENT")
+            .arg("CACHING")
+            .arg("YES")
+            .add_command(lookup.evalsha(&self.scripts.get));
+        let mut connection = self.connection()?;
+        let route = Route::with_key(room_key.as_bytes(), SlotAddr::Master);
+        let mut loaded = false;
+        loop {
+            let replies = within_deadline(send_pipeline(&mut connection, &pipeline, route)).await?;
+            let [tracking, client_id, caching, reply] =
+                <[Value; 4]>::try_from(replies).map_err(|r| {
+                    StoreError::Corrupt(format!("tracked lookup: {} replies, not 4", r.len()))
+                })?;
+            for setup in [tracking, caching] {
+                server_error(setup)?;
+            }
+            let client_id = match server_error(client_id)? {
+                Value::Int(id) => id,
+                other => {
+                    return Err(StoreError::Corrupt(format!("CLIENT ID answered {other:?}")));
+                }
+            };
+            match reply {
+                Value::ServerError(error)
+                    if !loaded && error.kind() == Some(ServerErrorKind::NoScript) =>
+                {
+                    // Loaded on every primary (cluster) or the one node.
+                    let invocation = lookup.invocation(&self.scripts.get);
+                    within_deadline(invocation.load_async(&mut connection)).await?;
+                    loaded = true;
+                }
+                reply => return Ok((client_id, server_error(reply)?)),
+            }
+        }
+    }
+
+    /// A barrier for the room cache on the connection that serves
+    /// `room_key` (see `cache.rs`): returns that connection's client id once
+    /// every invalidation Redis sent it before the barrier has been applied.
+    async fn barrier(&self, cache: &RoomCache, room_key: &str) -> Result<i64, StoreError> {
+        let mut connection = self.connection()?;
+        let scope = match &connection {
+            Connection::Node(_) => Scope::Node,
+            Connection::Cluster(_) => Scope::Slot(Slot::for_key(room_key.as_bytes())),
+        };
+        let route = Route::with_key(room_key.as_bytes(), SlotAddr::Master);
+        cache
+            .barrier(scope, OPERATION_TIMEOUT, |channel| async move {
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .cmd("CLIENT")
+                    .arg("ID")
+                    .cmd("UNSUBSCRIBE")
+                    .arg(channel);
+                let replies =
+                    within_deadline(send_pipeline(&mut connection, &pipeline, route)).await?;
+                match replies.as_slice() {
+                    [Value::Int(client_id), Value::Push { .. }] => Ok(*client_id),
+                    other => Err(StoreError::Unavailable(format!(
+                        "redis cache barrier: unexpected replies {other:?}"
+                    ))),
+                }
+            })
+            .await
     }
 
     async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
@@ -489,17 +600,57 @@ impl Store for RedisStore {
         if readings.is_empty() && key.custom_room_id.is_none() {
             return Ok(None);
         }
+        let lookup = Lookup {
+            keys: readings
+                .iter()
+                .map(|(_, room_id)| self.keys.room(user_id, room_id))
+                .chain([self.keys.custom_ids(user_id)])
+                .collect(),
+            args: readings
+                .iter()
+                .map(|(_, room_id)| room_id.as_str().to_owned())
+                .chain([key
+                    .custom_room_id
+                    .as_ref()
+                    .map_or(String::new(), |c| c.to_string())])
+                .collect(),
+        };
 
-        let mut invocation = self.scripts.get.prepare_invoke();
-        for (_, room_id) in &readings {
-            invocation.key(self.keys.room(user_id, room_id));
-        }
-        invocation.key(self.keys.custom_ids(user_id));
-        for (_, room_id) in &readings {
-            invocation.arg(room_id.as_str());
-        }
-        invocation.arg(key.custom_room_id.as_ref().map_or("", |c| c.as_str()));
-        let found = codec::decode_lookup(user_id, self.invoke(&invocation).await?)?;
+        // Only lookups by roomId are cached: the roomId reading comes first,
+        // so a room it finds is the answer whatever the other readings hold.
+        let found = match (&self.cache, &key.room_id) {
+            (Some(cache), Some(_)) => {
+                let room_key = &lookup.keys[0];
+                if cache.holds(room_key) {
+                    let client_id = self.barrier(cache, room_key).await?;
+                    if let Some(room) = cache.get(room_key, client_id) {
+                        return Ok(Some(room));
+                    }
+                }
+                let ticket = cache.begin_fill(room_key);
+                let tracked = self.tracked_lookup(&lookup).await;
+                let (client_id, found) = match tracked {
+                    Ok((client_id, reply)) => match codec::decode_lookup(user_id, reply) {
+                        Ok(found) => (client_id, found),
+                        Err(error) => {
+                            cache.finish_fill(ticket, None);
+                            return Err(error);
+                        }
+                    },
+                    Err(error) => {
+                        cache.finish_fill(ticket, None);
+                        return Err(error);
+                    }
+                };
+                let direct = found.first().cloned().flatten();
+                cache.finish_fill(ticket, direct.map(|room| (room, client_id)));
+                found
+            }
+            _ => {
+                let invocation = lookup.invocation(&self.scripts.get);
+                codec::decode_lookup(user_id, self.invoke(&invocation).await?)?
+            }
+        };
 
         let kinds: Vec<Reading> = readings
             .iter()
@@ -738,6 +889,67 @@ fn rank_range(offset: usize, limit: usize) -> (i64, i64) {
     (first, first.saturating_add(limit - 1))
 }
 
+/// The keys and arguments of a `get.lua` call, to send as EVALSHA inside a
+/// pipeline or as a plain script invocation.
+struct Lookup {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Lookup {
+    fn invocation<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation
+    }
+
+    fn evalsha(&self, script: &Script) -> Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        command
+    }
+}
+
+/// Sends a pipeline whose commands must all run on one connection: on a
+/// cluster, the master of `route`'s slot. (redis-rs would route a pipeline by
+/// its first keyed command anyway; the barrier has none, so say it.)
+async fn send_pipeline(
+    connection: &mut Connection,
+    pipeline: &Pipeline,
+    route: Route,
+) -> RedisResult<Vec<Value>> {
+    match connection {
+        Connection::Node(node) => node.req_packed_commands(pipeline, 0, pipeline.len()).await,
+        Connection::Cluster(cluster) => {
+            cluster
+                .route_pipeline(
+                    pipeline.clone(),
+                    0,
+                    pipeline.len(),
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                )
+                .await
+        }
+    }
+}
+
+/// A pipeline reply, or the error it carries.
+fn server_error(value: Value) -> Result<Value, StoreError> {
+    match value {
+        Value::ServerError(error) => Err(classify(RedisError::from(error))),
+        value => Ok(value),
+    }
+}
+
 async fn within_deadline<T>(work: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
     match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
         Ok(result) => result.map_err(classify),
@@ -800,19 +1012,26 @@ fn classify(error: RedisError) -> StoreError {
 /// Makes the first connection, retrying until it succeeds or the store is
 /// dropped. The eviction policy is read before the connection is published,
 /// so no call can run against a Redis that may evict rooms.
-async fn connect(config: RedisConfig, link: Arc<Link>, eviction: Arc<EvictionGuard>) {
+async fn connect(
+    config: RedisConfig,
+    link: Arc<Link>,
+    eviction: Arc<EvictionGuard>,
+    cache: Option<Arc<RoomCache>>,
+) {
     let nodes: Vec<String> = config.urls.iter().map(|url| redacted(url)).collect();
     let mut delay = FIRST_CONNECT_MIN_DELAY;
     let mut attempt: u32 = 1;
     loop {
-        let result = match tokio::time::timeout(FIRST_CONNECT_ATTEMPT_TIMEOUT, open(&config)).await
-        {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} s",
-                FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
-            )),
-        };
+        let result =
+            match tokio::time::timeout(FIRST_CONNECT_ATTEMPT_TIMEOUT, open(&config, cache.clone()))
+                .await
+            {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} s",
+                    FIRST_CONNECT_ATTEMPT_TIMEOUT.as_secs()
+                )),
+            };
         let result = match result {
             Ok(connection) => match read_policies(&connection).await {
                 // A policy that may evict is not a failure to connect: the
@@ -859,9 +1078,16 @@ async fn connect(config: RedisConfig, link: Arc<Link>, eviction: Arc<EvictionGua
     }
 }
 
-async fn open(config: &RedisConfig) -> RedisResult<Connection> {
+/// Opens the store's connection: RESP3, so that the room cache's
+/// invalidations arrive as push messages on it, handed to `cache`.
+async fn open(config: &RedisConfig, cache: Option<Arc<RoomCache>>) -> RedisResult<Connection> {
     if config.cluster {
-        let client = ClusterClient::builder(config.urls.iter().map(String::as_str))
+        let mut builder = ClusterClient::builder(config.urls.iter().map(String::as_str))
+            .use_protocol(ProtocolVersion::RESP3);
+        if let Some(cache) = cache {
+            builder = builder.push_sender(PushHandler(cache));
+        }
+        let client = builder
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             // Room for a redirect or a retry, still inside OPERATION_TIMEOUT.
@@ -879,8 +1105,17 @@ async fn open(config: &RedisConfig) -> RedisResult<Connection> {
             format!("got {}", config.urls.len()),
         )));
     };
-    let client = redis::Client::open(url.as_str())?;
-    let manager_config = ConnectionManagerConfig::new()
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    let mut manager_config = ConnectionManagerConfig::new();
+    if let Some(cache) = cache {
+        manager_config = manager_config.set_push_sender(PushHandler(cache));
+    }
+    let manager_config = manager_config
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(RECONNECT_RETRIES)
