@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::{convert, pb};
 use crate::domain::{PublicUrl, Room};
 
-/// `rooms.v1.Room` as a reply. Only ever encoded.
+/// `rooms.v1.Room` as a reply.
 #[derive(Debug, Default)]
 pub struct RoomReply {
     /// Every field but the two Struct ones, which are left unset here.
@@ -26,6 +26,9 @@ pub struct RoomReply {
     auto_start_config: Option<Map<String, Value>>,
     /// Field 13.
     multi_composition: Option<Map<String, Value>>,
+    /// Fields 12 and 13, encoded once (both `encoded_len` and `encode_raw`
+    /// need them).
+    tail: Vec<u8>,
 }
 
 const AUTO_START_CONFIG: u32 = 12;
@@ -33,13 +36,14 @@ const MULTI_COMPOSITION: u32 = 13;
 
 impl RoomReply {
     pub fn new(mut room: Room, base: &PublicUrl) -> RoomReply {
-        let auto_start_config = room.settings.auto_start_config.take();
-        let multi_composition = room.settings.multi_composition.take();
-        RoomReply {
+        let mut reply = RoomReply {
+            auto_start_config: room.settings.auto_start_config.take(),
+            multi_composition: room.settings.multi_composition.take(),
             head: convert::room(&room, base),
-            auto_start_config,
-            multi_composition,
-        }
+            tail: Vec::new(),
+        };
+        reply.encode_tail();
+        reply
     }
 
     /// The same message as the generated type, for the calls that return it.
@@ -50,18 +54,24 @@ impl RoomReply {
             ..self.head
         }
     }
+
+    fn encode_tail(&mut self) {
+        self.tail.clear();
+        // Protobuf readers accept fields in any order: these two come after
+        // the generated part's field 14.
+        if let Some(map) = &self.auto_start_config {
+            encode_struct_field(AUTO_START_CONFIG, map, &mut self.tail);
+        }
+        if let Some(map) = &self.multi_composition {
+            encode_struct_field(MULTI_COMPOSITION, map, &mut self.tail);
+        }
+    }
 }
 
 impl prost::Message for RoomReply {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         self.head.encode_raw(buf);
-        // Protobuf readers accept fields in any order.
-        if let Some(map) = &self.auto_start_config {
-            encode_struct_field(AUTO_START_CONFIG, map, buf);
-        }
-        if let Some(map) = &self.multi_composition {
-            encode_struct_field(MULTI_COMPOSITION, map, buf);
-        }
+        buf.put_slice(&self.tail);
     }
 
     /// The server only encodes replies; decoding is here for completeness
@@ -83,17 +93,12 @@ impl prost::Message for RoomReply {
         // A message field seen twice is merged, as protobuf says.
         slot.get_or_insert_with(Map::new)
             .extend(convert::struct_to_json(decoded));
+        self.encode_tail();
         Ok(())
     }
 
     fn encoded_len(&self) -> usize {
-        self.head.encoded_len()
-            + self.auto_start_config.as_ref().map_or(0, |map| {
-                message_field_len(AUTO_START_CONFIG, struct_len(map))
-            })
-            + self.multi_composition.as_ref().map_or(0, |map| {
-                message_field_len(MULTI_COMPOSITION, struct_len(map))
-            })
+        self.head.encoded_len() + self.tail.len()
     }
 
     fn clear(&mut self) {
@@ -107,69 +112,105 @@ impl prost::Message for RoomReply {
 //                             string string_value = 3; bool bool_value = 4;
 //                             Struct struct_value = 5; ListValue list_value = 6; } }
 // google.protobuf.ListValue { repeated Value values = 1; }
+//
+// Every nested message is preceded by its length, so the encoder works in
+// two passes: the first measures every Struct, map entry and ListValue body
+// once (in the order the second pass writes them), the second writes. Each
+// length is computed once, however deep the JSON.
 
 /// The size of a length-delimited field holding `len` bytes.
-fn message_field_len(tag: u32, len: usize) -> usize {
+fn field_len(tag: u32, len: usize) -> usize {
     prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn encode_message_header(tag: u32, len: usize, buf: &mut impl BufMut) {
+fn encode_header(tag: u32, len: usize, buf: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
-fn struct_len(map: &Map<String, Value>) -> usize {
-    map.iter()
-        .map(|(key, value)| message_field_len(1, entry_len(key, value)))
-        .sum()
+fn encode_struct_field(tag: u32, map: &Map<String, Value>, buf: &mut Vec<u8>) {
+    let mut sizes = Vec::new();
+    let len = measure_struct(map, &mut sizes);
+    buf.reserve(field_len(tag, len));
+    encode_header(tag, len, buf);
+    let mut next = 0;
+    write_struct(map, &sizes, &mut next, buf);
 }
 
-/// A map entry; like prost, an empty key (the default) is left out.
-fn entry_len(key: &str, value: &Value) -> usize {
-    let key_len = if key.is_empty() {
-        0
-    } else {
-        message_field_len(1, key.len())
-    };
-    key_len + message_field_len(2, value_len(value))
+/// Pass one: a Struct's body length, after its own slot in `sizes` and
+/// those of everything inside it.
+fn measure_struct(map: &Map<String, Value>, sizes: &mut Vec<usize>) -> usize {
+    let slot = sizes.len();
+    sizes.push(0);
+    let mut len = 0;
+    for (key, value) in map {
+        let entry_slot = sizes.len();
+        sizes.push(0);
+        // Like prost, an empty key (the default) is left out.
+        let key_len = if key.is_empty() {
+            0
+        } else {
+            field_len(1, key.len())
+        };
+        let entry = key_len + field_len(2, measure_value(value, sizes));
+        sizes[entry_slot] = entry;
+        len += field_len(1, entry);
+    }
+    sizes[slot] = len;
+    len
 }
 
-fn value_len(value: &Value) -> usize {
+fn measure_list(items: &[Value], sizes: &mut Vec<usize>) -> usize {
+    let slot = sizes.len();
+    sizes.push(0);
+    let len = items
+        .iter()
+        .map(|item| field_len(1, measure_value(item, sizes)))
+        .sum();
+    sizes[slot] = len;
+    len
+}
+
+/// A Value's body length; slots only for what is nested in it.
+fn measure_value(value: &Value, sizes: &mut Vec<usize>) -> usize {
     match value {
         Value::Null | Value::Bool(_) => 2,
         Value::Number(_) => 9,
-        Value::String(s) => message_field_len(3, s.len()),
-        Value::Object(map) => message_field_len(5, struct_len(map)),
-        Value::Array(items) => message_field_len(6, list_len(items)),
+        Value::String(s) => field_len(3, s.len()),
+        Value::Object(map) => field_len(5, measure_struct(map, sizes)),
+        Value::Array(items) => field_len(6, measure_list(items, sizes)),
     }
 }
 
-fn list_len(items: &[Value]) -> usize {
-    items
-        .iter()
-        .map(|item| message_field_len(1, value_len(item)))
-        .sum()
+/// A Value's body length in pass two: `sizes[next]` is the slot of what is
+/// nested in it, if anything.
+fn value_len(value: &Value, sizes: &[usize], next: usize) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 2,
+        Value::Number(_) => 9,
+        Value::String(s) => field_len(3, s.len()),
+        Value::Object(_) => field_len(5, sizes[next]),
+        Value::Array(_) => field_len(6, sizes[next]),
+    }
 }
 
-fn encode_struct_field(tag: u32, map: &Map<String, Value>, buf: &mut impl BufMut) {
-    encode_message_header(tag, struct_len(map), buf);
-    encode_struct(map, buf);
-}
-
-fn encode_struct(map: &Map<String, Value>, buf: &mut impl BufMut) {
+/// Pass two: a Struct's body (its header is the caller's).
+fn write_struct(map: &Map<String, Value>, sizes: &[usize], next: &mut usize, buf: &mut Vec<u8>) {
+    *next += 1;
     for (key, value) in map {
-        encode_message_header(1, entry_len(key, value), buf);
+        let entry = sizes[*next];
+        *next += 1;
+        encode_header(1, entry, buf);
         if !key.is_empty() {
             prost::encoding::string::encode(1, key, buf);
         }
-        encode_message_header(2, value_len(value), buf);
-        encode_value(value, buf);
+        encode_header(2, value_len(value, sizes, *next), buf);
+        write_value(value, sizes, next, buf);
     }
 }
 
-/// The body of a `google.protobuf.Value`, numbers as doubles (as the generic
-/// conversion does).
-fn encode_value(value: &Value, buf: &mut impl BufMut) {
+/// A Value's body, numbers as doubles (as the generic conversion does).
+fn write_value(value: &Value, sizes: &[usize], next: &mut usize, buf: &mut Vec<u8>) {
     match value {
         Value::Null => prost::encoding::int32::encode(1, &0, buf),
         Value::Number(n) => {
@@ -178,14 +219,15 @@ fn encode_value(value: &Value, buf: &mut impl BufMut) {
         Value::String(s) => prost::encoding::string::encode(3, s, buf),
         Value::Bool(b) => prost::encoding::bool::encode(4, b, buf),
         Value::Object(map) => {
-            encode_message_header(5, struct_len(map), buf);
-            encode_struct(map, buf);
+            encode_header(5, sizes[*next], buf);
+            write_struct(map, sizes, next, buf);
         }
         Value::Array(items) => {
-            encode_message_header(6, list_len(items), buf);
+            encode_header(6, sizes[*next], buf);
+            *next += 1;
             for item in items {
-                encode_message_header(1, value_len(item), buf);
-                encode_value(item, buf);
+                encode_header(1, value_len(item, sizes, *next), buf);
+                write_value(item, sizes, next, buf);
             }
         }
     }
