@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -25,7 +25,6 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::admission::AdaptiveLimit;
 use super::listener::ConnectionService;
 use super::observe::{self, Call};
 use crate::gateway::ApiError;
@@ -50,12 +49,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Dispatch {
     pub grpc: Router,
     pub rest: Router,
-    /// One permit per call being served, `--max-in-flight` of them; none
-    /// left means refuse at once.
+    /// One permit per call being served; none left means refuse at once.
     pub in_flight: Arc<Semaphore>,
-    /// Fewer while the server is saturated (see `admission`).
-    pub limit: Arc<AdaptiveLimit>,
-
     /// `--access-log-level`.
     pub access_log: AccessLogLevel,
     /// Answer `GET /metrics` here (no `--metrics-listen`).
@@ -111,25 +106,17 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
         let grpc = is_grpc(&request);
         let scrape = !grpc && self.dispatch.metrics_here && request.uri().path() == "/metrics";
         let call = Call::start(&request, grpc, scrape, self.dispatch.access_log);
-        let arrived = Instant::now();
         let admission = if scrape {
             Admission::Scrape
         } else if is_health_check(&request) {
             Admission::Exempt
         } else {
-            let limit = &self.dispatch.limit;
-            let in_flight = limit.ceiling() - self.dispatch.in_flight.available_permits();
-            let permit = if in_flight < limit.current() {
-                self.dispatch.in_flight.clone().try_acquire_owned().ok()
-            } else {
-                None
-            };
-            match permit {
-                Some(permit) => Admission::Admitted {
+            match self.dispatch.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Admission::Admitted {
                     _permit: permit,
                     _gauge: InFlight::enter(),
                 },
-                None => {
+                Err(_) => {
                     metrics::shed(call.transport());
                     Admission::Refused
                 }
@@ -138,13 +125,6 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
         let dispatch = self.dispatch.clone();
         let span = call.span().clone();
         Box::pin(async move {
-            if let Admission::Admitted { .. } = admission {
-                // How long the call waited for the CPU: the limit's signal.
-                let now = Instant::now();
-                dispatch
-                    .limit
-                    .record(now.saturating_duration_since(arrived), now);
-            }
             let response = dispatch.handle(request, admission).instrument(span).await;
             Ok(call.finish(response))
         })

@@ -8,7 +8,6 @@
 //! `tls` the listener's (reloadable) TLS configuration, `observe` the
 //! request ids, access log and metrics of every call.
 
-mod admission;
 mod dispatch;
 mod listener;
 mod observe;
@@ -21,8 +20,6 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-use admission::AdaptiveLimit;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -296,7 +293,6 @@ pub async fn serve(
             &app.cors,
         ),
         in_flight: Arc::new(Semaphore::new(app.limits.max_in_flight)),
-        limit: Arc::new(AdaptiveLimit::new(app.limits.max_in_flight)),
         access_log: app.observability.access_log,
         metrics_here,
     };

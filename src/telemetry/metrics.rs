@@ -29,7 +29,6 @@ pub const GRPC_DURATION: &str = "roomservice_grpc_call_duration_seconds";
 pub const HTTP_REQUESTS: &str = "roomservice_http_requests_total";
 pub const HTTP_DURATION: &str = "roomservice_http_request_duration_seconds";
 pub const IN_FLIGHT: &str = "roomservice_calls_in_flight";
-pub const IN_FLIGHT_LIMIT: &str = "roomservice_calls_in_flight_limit";
 pub const SHED: &str = "roomservice_calls_shed_total";
 pub const STORE_OPERATIONS: &str = "roomservice_store_operations_total";
 pub const STORE_DURATION: &str = "roomservice_store_operation_duration_seconds";
@@ -123,10 +122,6 @@ fn describe() {
         IN_FLIGHT,
         "calls holding a slot of --max-in-flight (health checks and scrapes hold none)"
     );
-    describe_gauge!(
-        IN_FLIGHT_LIMIT,
-        "calls admitted at once now: --max-in-flight, lowered while calls queue for the CPU"
-    );
     describe_counter!(
         SHED,
         "calls refused at once because --max-in-flight calls were in flight"
@@ -211,11 +206,6 @@ pub fn room_cache_lookup(hit: bool) {
 /// One webhook delivery attempt's outcome: `delivered`, `retrying` or `dead`.
 pub fn webhook_delivery(outcome: &'static str) {
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
-}
-
-/// The in-flight limit in force (see `server::admission`).
-pub fn in_flight_limit(limit: usize) {
-    gauge!(IN_FLIGHT_LIMIT).set(limit as f64);
 }
 
 /// Counts one call in [`IN_FLIGHT`] for as long as it lives.
