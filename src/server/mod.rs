@@ -359,63 +359,53 @@ fn grpc_router(
     let reflection_v1alpha =
         OversizeAsResourceExhausted::new(reflection_v1alpha, MAX_REFLECTION_REQUEST_BYTES);
 
+    // Every management service (and route) sits behind the same token
+    // check and request size limit.
+    let auth = AuthInterceptor::new(app.verifier.clone(), limiter.clone());
+
     let rooms = Arc::new(RoomsGrpc::new(rooms, app.public_url.clone()));
     // GetRoom and CreateRoom have routes of their own (their replies are
-    // encoded directly), with the same token check and limits.
-    let auth = AuthInterceptor::new(app.verifier.clone(), limiter.clone());
+    // encoded directly).
     let get_room = RoomRoute::get_room(rooms.clone(), MAX_REQUEST_BYTES);
     let create_room = RoomRoute::create_room(rooms.clone(), MAX_REQUEST_BYTES);
-    let get_room_path = get_room.path();
-    let create_room_path = create_room.path();
-    let get_room = OversizeAsResourceExhausted::new(
-        InterceptedService::new(get_room, auth.clone()),
-        MAX_REQUEST_BYTES,
-    );
-    let create_room = OversizeAsResourceExhausted::new(
-        InterceptedService::new(create_room, auth),
-        MAX_REQUEST_BYTES,
-    );
-    // Configure the server type before wrapping it: the interceptor wrapper
-    // does not expose these settings.
+    let (get_room_path, create_room_path) = (get_room.path(), create_room.path());
+    // Configure the server types before wrapping them: the interceptor
+    // wrapper does not expose these settings.
     let rooms = RoomServiceServer::from_arc(rooms).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let rooms = InterceptedService::new(
-        rooms,
-        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
-    );
-    let rooms = OversizeAsResourceExhausted::new(rooms, MAX_REQUEST_BYTES);
 
-    // SessionService: the same limits and the same token check. Media-plane
-    // callers are service keys whose tokens carry `crawler` (as `roomservice
-    // token` mints them); the service itself checks `service = true`.
+    // SessionService: media-plane callers are service keys whose tokens
+    // carry `crawler` (as `roomservice token` mints them); the service
+    // itself checks `service = true`.
     let sessions = SessionsGrpc::new(sessions, app.public_url.clone());
     let sessions = SessionServiceServer::new(sessions).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let sessions = InterceptedService::new(
-        sessions,
-        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
-    );
-    let sessions = OversizeAsResourceExhausted::new(sessions, MAX_REQUEST_BYTES);
 
-    // EventService: the same limits and token check; PublishRoomEvent's
-    // service-key rule is the service's.
-    let events = EventsGrpc::new(events);
-    let events = EventServiceServer::new(events).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let events = InterceptedService::new(
-        events,
-        AuthInterceptor::new(app.verifier.clone(), limiter.clone()),
-    );
-    let events = OversizeAsResourceExhausted::new(events, MAX_REQUEST_BYTES);
+    // EventService: PublishRoomEvent's service-key rule is the service's.
+    let events = EventServiceServer::new(EventsGrpc::new(events))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(rooms)
-        .add_service(sessions)
-        .add_service(events)
+        .add_service(guarded(rooms, &auth))
+        .add_service(guarded(sessions, &auth))
+        .add_service(guarded(events, &auth))
         .prepare()
         .into_axum_router()
         // A literal path wins over the services' `/{name}/{*rest}` routes.
-        .route_service(get_room_path, get_room)
-        .route_service(create_room_path, create_room)
+        .route_service(get_room_path, guarded(get_room, &auth))
+        .route_service(create_room_path, guarded(create_room, &auth))
+}
+
+/// A management service (or route) behind the token check and the request
+/// size limit.
+fn guarded<S>(
+    service: S,
+    auth: &AuthInterceptor,
+) -> OversizeAsResourceExhausted<InterceptedService<S, AuthInterceptor>> {
+    OversizeAsResourceExhausted::new(
+        InterceptedService::new(service, auth.clone()),
+        MAX_REQUEST_BYTES,
+    )
 }
 
 /// How often the sweeper looks for sessions past their deadline. Reads are
