@@ -114,9 +114,9 @@ impl prost::Message for RoomReply {
 // google.protobuf.ListValue { repeated Value values = 1; }
 //
 // Every nested message is preceded by its length, so the encoder works in
-// two passes: the first measures every Struct, map entry and ListValue body
-// once (in the order the second pass writes them), the second writes. Each
-// length is computed once, however deep the JSON.
+// two passes: the first measures the body of every Struct, map entry, Value
+// and ListValue once (in the order the second pass writes them), the second
+// writes. Each length is computed once, however deep the JSON.
 
 /// The size of a length-delimited field holding `len` bytes.
 fn field_len(tag: u32, len: usize) -> usize {
@@ -137,8 +137,9 @@ fn encode_struct_field(tag: u32, map: &Map<String, Value>, buf: &mut Vec<u8>) {
     write_struct(map, &sizes, &mut next, buf);
 }
 
-/// Pass one: a Struct's body length, after its own slot in `sizes` and
-/// those of everything inside it.
+/// Pass one: a Struct's body length. Every message below it (the Struct,
+/// each map entry, each Value, each ListValue) gets a slot in `sizes` for its
+/// body length, in the order pass two writes them.
 fn measure_struct(map: &Map<String, Value>, sizes: &mut Vec<usize>) -> usize {
     let slot = sizes.len();
     sizes.push(0);
@@ -160,57 +161,52 @@ fn measure_struct(map: &Map<String, Value>, sizes: &mut Vec<usize>) -> usize {
     len
 }
 
-fn measure_list(items: &[Value], sizes: &mut Vec<usize>) -> usize {
+fn measure_value(value: &Value, sizes: &mut Vec<usize>) -> usize {
     let slot = sizes.len();
     sizes.push(0);
-    let len = items
-        .iter()
-        .map(|item| field_len(1, measure_value(item, sizes)))
-        .sum();
-    sizes[slot] = len;
-    len
-}
-
-/// A Value's body length; slots only for what is nested in it.
-fn measure_value(value: &Value, sizes: &mut Vec<usize>) -> usize {
-    match value {
+    let len = match value {
         Value::Null | Value::Bool(_) => 2,
         Value::Number(_) => 9,
         Value::String(s) => field_len(3, s.len()),
         Value::Object(map) => field_len(5, measure_struct(map, sizes)),
-        Value::Array(items) => field_len(6, measure_list(items, sizes)),
-    }
+        Value::Array(items) => {
+            let list_slot = sizes.len();
+            sizes.push(0);
+            let list = items
+                .iter()
+                .map(|item| field_len(1, measure_value(item, sizes)))
+                .sum();
+            sizes[list_slot] = list;
+            field_len(6, list)
+        }
+    };
+    sizes[slot] = len;
+    len
 }
 
-/// A Value's body length in pass two: `sizes[next]` is the slot of what is
-/// nested in it, if anything.
-fn value_len(value: &Value, sizes: &[usize], next: usize) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) => 2,
-        Value::Number(_) => 9,
-        Value::String(s) => field_len(3, s.len()),
-        Value::Object(_) => field_len(5, sizes[next]),
-        Value::Array(_) => field_len(6, sizes[next]),
-    }
+/// The next slot's length: pass two reads the slots in pass one's order.
+fn take(sizes: &[usize], next: &mut usize) -> usize {
+    let len = sizes[*next];
+    *next += 1;
+    len
 }
 
 /// Pass two: a Struct's body (its header is the caller's).
 fn write_struct(map: &Map<String, Value>, sizes: &[usize], next: &mut usize, buf: &mut Vec<u8>) {
-    *next += 1;
+    take(sizes, next);
     for (key, value) in map {
-        let entry = sizes[*next];
-        *next += 1;
-        encode_header(1, entry, buf);
+        encode_header(1, take(sizes, next), buf);
         if !key.is_empty() {
             prost::encoding::string::encode(1, key, buf);
         }
-        encode_header(2, value_len(value, sizes, *next), buf);
-        write_value(value, sizes, next, buf);
+        write_value(2, value, sizes, next, buf);
     }
 }
 
-/// A Value's body, numbers as doubles (as the generic conversion does).
-fn write_value(value: &Value, sizes: &[usize], next: &mut usize, buf: &mut Vec<u8>) {
+/// A Value as field `tag`, numbers as doubles (as the generic conversion
+/// does).
+fn write_value(tag: u32, value: &Value, sizes: &[usize], next: &mut usize, buf: &mut Vec<u8>) {
+    encode_header(tag, take(sizes, next), buf);
     match value {
         Value::Null => prost::encoding::int32::encode(1, &0, buf),
         Value::Number(n) => {
@@ -223,11 +219,9 @@ fn write_value(value: &Value, sizes: &[usize], next: &mut usize, buf: &mut Vec<u
             write_struct(map, sizes, next, buf);
         }
         Value::Array(items) => {
-            encode_header(6, sizes[*next], buf);
-            *next += 1;
+            encode_header(6, take(sizes, next), buf);
             for item in items {
-                encode_header(1, value_len(item, sizes, *next), buf);
-                write_value(item, sizes, next, buf);
+                write_value(1, item, sizes, next, buf);
             }
         }
     }
