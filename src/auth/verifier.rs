@@ -157,17 +157,13 @@ impl Verifier {
         // An `exp` the library accepted without reading it as whole seconds
         // (a fraction, on a server that takes legacy tokens) is re-checked
         // in full every time rather than judged differently here.
-        match exp {
-            None | Some(Value::Null) => {
-                self.accepted
-                    .insert(token, keys.generation, None, caller.clone())
-            }
-            Some(exp) => {
-                if let Some(exp) = exp.as_u64() {
-                    self.accepted
-                        .insert(token, keys.generation, Some(exp), caller.clone());
-                }
-            }
+        let remembered_exp = match exp {
+            None | Some(Value::Null) => Some(None),
+            Some(exp) => exp.as_u64().map(Some),
+        };
+        if let Some(exp) = remembered_exp {
+            self.accepted
+                .insert(token, keys.generation, exp, caller.clone());
         }
         Ok(caller)
     }
