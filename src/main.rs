@@ -7,7 +7,7 @@ use roomservice::{cli, run, telemetry};
 
 /// mimalloc rather than glibc's malloc: a call allocates and frees many small
 /// buffers across tasks, and glibc's malloc, free and consolidation took
-/// about a sixth of the server's CPU per GetRoom (docs/performance.md).
+/// about an eighth of the server's CPU per GetRoom (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
