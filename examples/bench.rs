@@ -46,6 +46,8 @@
 //! `--redis-cpu` (both CPU 1 by default, the server on CPU 0): on a 2-core
 //! machine the load generator and Redis share one core.
 
+#[path = "support/raw_grpc.rs"]
+mod raw_grpc;
 #[path = "support/redis_admin.rs"]
 mod redis_admin;
 
@@ -61,6 +63,7 @@ use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message;
+use raw_grpc::{RawCall, RawClient};
 use roomservice::grpc::pb;
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::grpc::pb::room_service_server::{RoomService, RoomServiceServer};
@@ -707,7 +710,8 @@ impl Drop for RedisProcess {
 
 /// What the calls of one target need: connections and the room(s) to read.
 struct Fixture {
-    clients: Vec<RoomServiceClient<Channel>>,
+    /// The connections, for the measured calls.
+    raw_clients: Vec<RawClient>,
     room_id: String,
     response_bytes: usize,
 }
@@ -720,6 +724,7 @@ impl Fixture {
         settings: &Option<Map<String, Value>>,
     ) -> Result<Fixture, String> {
         let mut clients = Vec::new();
+        let mut raw_clients = Vec::new();
         for _ in 0..args.connections {
             let channel = Channel::from_shared(format!("http://{}", target.grpc))
                 .expect("an http URL")
@@ -727,6 +732,7 @@ impl Fixture {
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", target.grpc))?;
             clients.push(RoomServiceClient::new(channel));
+            raw_clients.push(RawClient::connect(&target.grpc.to_string()).await?);
         }
         let create = || {
             let mut request = Request::new(pb::CreateRoomRequest {
@@ -767,12 +773,27 @@ impl Fixture {
             }
         }
         let mut fixture = Fixture {
-            clients,
+            raw_clients,
             room_id: room.room_id,
             response_bytes: 0,
         };
-        // One call of the kind measured, to check it works and to size it.
+        // One call of the kind measured, to check it works, that its answer
+        // is the message the method returns (the measured calls do not
+        // decode theirs), and to size it.
         let mut caller = Caller::new(args.call, &fixture, 0, target, token, settings);
+        if let Caller::Grpc {
+            client,
+            requests,
+            token,
+            ..
+        } = &mut caller
+        {
+            let reply = client
+                .call(&requests[0], token)
+                .await
+                .map_err(|s| format!("{}: {:?}: {}", target.name, s.code(), s.message()))?;
+            check_reply(args.call, &reply).map_err(|e| format!("{}: {e}", target.name))?;
+        }
         fixture.response_bytes = caller
             .call()
             .await
@@ -781,15 +802,27 @@ impl Fixture {
     }
 }
 
+/// Decodes a measured call's answer as the message its method returns.
+fn check_reply(call: Call, reply: &[u8]) -> Result<(), String> {
+    let decoded = match call {
+        Call::Get | Call::Create | Call::Status | Call::Validate => {
+            pb::Room::decode(reply).map(|_| ())
+        }
+        Call::List => pb::ListRoomsResponse::decode(reply).map(|_| ()),
+        Call::RestGet => Ok(()),
+    };
+    decoded.map_err(|e| format!("the answer is not the method's message: {e}"))
+}
+
 /// One caller's connection and the request it repeats.
 enum Caller {
     Grpc {
-        call: Call,
-        client: RoomServiceClient<Channel>,
-        token: MetadataValue<Ascii>,
-        room_id: String,
-        settings: Option<prost_types::Struct>,
-        toggle: bool,
+        client: RawClient,
+        token: http::HeaderValue,
+        /// The requests this caller sends, in turn (two for `status`, which
+        /// alternates disabled/enabled so that every call writes).
+        requests: Vec<RawCall>,
+        next: usize,
     },
     Rest {
         addr: SocketAddr,
@@ -818,13 +851,40 @@ impl Caller {
                 sender: None,
             };
         }
+        let room_id = fixture.room_id.clone();
+        let requests = match call {
+            Call::Get => vec![RawCall::new("GetRoom", &pb::GetRoomRequest { room_id })],
+            Call::Validate => vec![RawCall::new(
+                "ValidateRoom",
+                &pb::ValidateRoomRequest { room_id },
+            )],
+            Call::Create => vec![RawCall::new(
+                "CreateRoom",
+                &pb::CreateRoomRequest {
+                    auto_start_config: settings.as_ref().map(to_struct),
+                    ..Default::default()
+                },
+            )],
+            Call::List => vec![RawCall::new("ListRooms", &pb::ListRoomsRequest::default())],
+            Call::Status => ["disabled", "enabled"]
+                .into_iter()
+                .map(|status| {
+                    RawCall::new(
+                        "UpdateRoomStatus",
+                        &pb::UpdateRoomStatusRequest {
+                            room_id: room_id.clone(),
+                            status: status.to_owned(),
+                        },
+                    )
+                })
+                .collect(),
+            Call::RestGet => unreachable!("a REST caller"),
+        };
         Caller::Grpc {
-            call,
-            client: fixture.clients[index % fixture.clients.len()].clone(),
-            token: token.clone(),
-            room_id: fixture.room_id.clone(),
-            settings: settings.as_ref().map(to_struct),
-            toggle: false,
+            client: fixture.raw_clients[index % fixture.raw_clients.len()].clone(),
+            token: http::HeaderValue::from_bytes(token.as_bytes()).expect("a header value"),
+            requests,
+            next: 0,
         }
     }
 
@@ -832,61 +892,18 @@ impl Caller {
     async fn call(&mut self) -> Result<usize, Failure> {
         match self {
             Caller::Grpc {
-                call,
                 client,
                 token,
-                room_id,
-                settings,
-                toggle,
+                requests,
+                next,
             } => {
-                fn req<T>(message: T, token: &MetadataValue<Ascii>) -> Request<T> {
-                    let mut request = Request::new(message);
-                    request
-                        .metadata_mut()
-                        .insert("authorization", token.clone());
-                    request
-                }
-                let id = room_id.clone();
-                let answer = match call {
-                    Call::Get => client
-                        .get_room(req(pb::GetRoomRequest { room_id: id }, token))
-                        .await
-                        .map(|r| r.get_ref().encoded_len()),
-                    Call::Validate => client
-                        .validate_room(req(pb::ValidateRoomRequest { room_id: id }, token))
-                        .await
-                        .map(|r| r.get_ref().encoded_len()),
-                    Call::Create => client
-                        .create_room(req(
-                            pb::CreateRoomRequest {
-                                auto_start_config: settings.clone(),
-                                ..Default::default()
-                            },
-                            token,
-                        ))
-                        .await
-                        .map(|r| r.get_ref().encoded_len()),
-                    Call::List => client
-                        .list_rooms(req(pb::ListRoomsRequest::default(), token))
-                        .await
-                        .map(|r| r.get_ref().encoded_len()),
-                    Call::Status => {
-                        *toggle = !*toggle;
-                        let status = if *toggle { "disabled" } else { "enabled" };
-                        client
-                            .update_room_status(req(
-                                pb::UpdateRoomStatusRequest {
-                                    room_id: id,
-                                    status: status.to_owned(),
-                                },
-                                token,
-                            ))
-                            .await
-                            .map(|r| r.get_ref().encoded_len())
-                    }
-                    Call::RestGet => unreachable!("a REST caller"),
-                };
-                answer.map_err(|s| (format!("{:?}", s.code()), s.message().to_owned()))
+                let request = &requests[*next % requests.len()];
+                *next += 1;
+                client
+                    .call(request, token)
+                    .await
+                    .map(|reply| reply.len())
+                    .map_err(|s| (format!("{:?}", s.code()), s.message().to_owned()))
             }
             Caller::Rest {
                 addr,
