@@ -158,7 +158,7 @@ pub struct ServeArgs {
     /// Calls served at once; beyond it calls are refused at once
     /// (RESOURCE_EXHAUSTED, HTTP 503 with Retry-After) rather than queued.
     /// Health checks are never refused.
-    #[arg(long, env = "ROOMSERVICE_MAX_IN_FLIGHT", default_value = "256", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOMSERVICE_MAX_IN_FLIGHT", default_value_t = crate::server::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
     /// Rooms one account may hold; creates past it are RESOURCE_EXHAUSTED.
