@@ -12,8 +12,9 @@
 //! ```
 //!
 //! A closed loop: `--in-flight` callers, spread round-robin over
-//! `--connections` HTTP/2 connections, each sending its next call as soon as
-//! the last one is answered, all on one load thread (a current-thread tokio
+//! `--connections` HTTP/2 connections (a lean `h2` client,
+//! `support/raw_grpc.rs`: requests encoded once, replies not decoded), each
+//! sending its next call as soon as the last one is answered, all on one load thread (a current-thread tokio
 //! runtime; `--load-threads` for more). `rest-get` uses one HTTP/1.1
 //! keep-alive connection per caller (HTTP/1.1 has no multiplexing), so
 //! `--connections` does not apply to it.
