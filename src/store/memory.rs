@@ -57,6 +57,30 @@ struct AccountRooms {
     /// fingerprint, until when the key counts). Expired ones are dropped
     /// at the account's next create.
     idempotency: HashMap<String, (RoomId, String, std::time::Instant)>,
+    /// The same keys by expiry, so that dropping the expired ones costs
+    /// only what expired, not a scan of every key the account holds. A
+    /// key rewritten with a later expiry leaves a stale pair here, skipped
+    /// when it comes up.
+    idempotency_expiry: BTreeSet<(std::time::Instant, String)>,
+}
+
+impl AccountRooms {
+    fn drop_expired_keys(&mut self, now: std::time::Instant) {
+        while let Some((until, _)) = self.idempotency_expiry.first()
+            && *until <= now
+        {
+            let Some((until, key_hash)) = self.idempotency_expiry.pop_first() else {
+                break;
+            };
+            if self
+                .idempotency
+                .get(&key_hash)
+                .is_some_and(|(_, _, current)| *current == until)
+            {
+                self.idempotency.remove(&key_hash);
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -81,7 +105,7 @@ impl Store for MemoryStore {
         } = &mut *inner;
         let account = accounts.entry(room.user_id.clone()).or_default();
         let now = std::time::Instant::now();
-        account.idempotency.retain(|_, (_, _, until)| *until > now);
+        account.drop_expired_keys(now);
         if let Some(key) = key
             && let Some((room_id, fingerprint, _)) = account.idempotency.get(&key.key_hash)
         {
@@ -94,10 +118,14 @@ impl Store for MemoryStore {
         }
         let remember = |account: &mut AccountRooms, room_id: &RoomId| {
             if let Some(key) = key {
+                let until = now + key.ttl;
                 account.idempotency.insert(
                     key.key_hash.clone(),
-                    (room_id.clone(), key.fingerprint.clone(), now + key.ttl),
+                    (room_id.clone(), key.fingerprint.clone(), until),
                 );
+                account
+                    .idempotency_expiry
+                    .insert((until, key.key_hash.clone()));
             }
         };
         if let Some(existing) = room
