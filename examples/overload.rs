@@ -12,6 +12,7 @@
 //! ```text
 //! cargo run --release --example overload
 //! cargo run --release --example overload -- --target 127.0.0.1:50051   # dev-mode binary
+//! cargo run --release --example overload -- --rounds 3   # alternate; judge on medians
 //! cargo run --release --example overload -- --help
 //! ```
 //!
@@ -67,6 +68,13 @@ struct Args {
     /// Seconds each phase is measured.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+
+    /// Rounds of (reference phases, overload phase), one after the other;
+    /// the goal is judged on the medians. This machine's speed drifts
+    /// between minutes, so one round's ratio compares two different
+    /// machines; alternating rounds bound that.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 
     /// Seconds each phase runs before it is measured.
     #[arg(long, default_value_t = 2)]
@@ -194,40 +202,61 @@ async fn main() -> ExitCode {
         duration: Duration::from_secs(args.duration),
         backoff: args.backoff_ms.map(Duration::from_millis),
     };
-    let mut peak: Option<Phase> = None;
-    for &level in &args.low {
-        let phase = plan.run(level).await;
-        phase.print();
-        if peak.as_ref().is_none_or(|p| phase.goodput() > p.goodput()) {
-            peak = Some(phase);
+    let mut ratios = Vec::new();
+    let mut p99s = Vec::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round}");
         }
-    }
-    let peak = peak.expect("at least one low level");
-    let high = plan.run(args.in_flight).await;
-    high.print();
+        let mut peak: Option<Phase> = None;
+        for &level in &args.low {
+            let phase = plan.run(level).await;
+            phase.print();
+            if peak.as_ref().is_none_or(|p| phase.goodput() > p.goodput()) {
+                peak = Some(phase);
+            }
+        }
+        let peak = peak.expect("at least one low level");
+        let high = plan.run(args.in_flight).await;
+        high.print();
 
-    let ratio = high.goodput() / peak.goodput().max(f64::MIN_POSITIVE);
-    let p99 = high.percentile(0.99);
-    println!();
-    println!(
-        "peak goodput: {:.0}/s at {} in flight",
-        peak.goodput(),
-        peak.in_flight
-    );
-    println!(
-        "at {} in flight: goodput {:.0}/s = {:.1}% of peak (goal >= 90%), admitted p99 {} (goal < 50 ms), {} refused with RESOURCE_EXHAUSTED, {} other failures{}",
-        high.in_flight,
-        high.goodput(),
-        ratio * 100.0,
-        p99.map_or("n/a".to_owned(), ms),
-        high.exhausted,
-        high.other_total(),
-        high.other_summary()
-    );
-    for (code, message) in &high.examples {
-        println!("  e.g. {code}: {message:?}");
+        let ratio = high.goodput() / peak.goodput().max(f64::MIN_POSITIVE);
+        let p99 = high.percentile(0.99);
+        println!();
+        println!(
+            "peak goodput: {:.0}/s at {} in flight",
+            peak.goodput(),
+            peak.in_flight
+        );
+        println!(
+            "at {} in flight: goodput {:.0}/s = {:.1}% of peak (goal >= 90%), admitted p99 {} (goal < 50 ms), {} refused with RESOURCE_EXHAUSTED, {} other failures{}",
+            high.in_flight,
+            high.goodput(),
+            ratio * 100.0,
+            p99.map_or("n/a".to_owned(), ms),
+            high.exhausted,
+            high.other_total(),
+            high.other_summary()
+        );
+        for (code, message) in &high.examples {
+            println!("  e.g. {code}: {message:?}");
+        }
+        println!();
+        ratios.push(ratio);
+        p99s.push(p99.unwrap_or(Duration::MAX));
     }
-    let met = ratio >= 0.9 && p99.is_some_and(|p| p < Duration::from_millis(50));
+    ratios.sort_by(f64::total_cmp);
+    p99s.sort();
+    let (ratio, p99) = (ratios[ratios.len() / 2], p99s[p99s.len() / 2]);
+    if args.rounds > 1 {
+        println!(
+            "median of {} rounds: goodput {:.1}% of peak, admitted p99 {}",
+            args.rounds,
+            ratio * 100.0,
+            ms(p99)
+        );
+    }
+    let met = ratio >= 0.9 && p99 < Duration::from_millis(50);
     println!("goal:         {}", if met { "met" } else { "NOT met" });
     if let (None, Some(url)) = (&args.target, &args.redis_url) {
         match delete_keys(url, &redis_prefix()).await {
