@@ -76,14 +76,18 @@ impl ConnectionService for Dispatch {
     }
 }
 
+/// One of the in-flight permits; counts the call in the in-flight gauge as
+/// long as it is held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _gauge: InFlight,
+}
+
 /// Whether a call may run.
 enum Admission {
-    /// Holds one of the in-flight permits until the call is answered, and
-    /// counts the call in the in-flight gauge as long.
-    Admitted {
-        _permit: OwnedSemaphorePermit,
-        _gauge: InFlight,
-    },
+    /// Holds one of the in-flight permits until the call is answered, except
+    /// while it waits for the rest of its request (see [`Dispatch::handle`]).
+    Admitted(Slot),
     /// Health checks run whatever the load: an orchestrator that saw them
     /// fail under load would restart a server that is merely busy. So do
     /// scrapes of `/metrics`: a server under load is the one to look at.
@@ -100,7 +104,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
 
     /// Runs as soon as hyper has read a request's headers, before the call's
     /// task is scheduled: admission is decided here, so a server that is full
-    /// refuses at once instead of queueing calls in the runtime.
+    /// refuses at once instead of queueing calls in the runtime (a call that
+    /// then has to wait for its message gives its slot back meanwhile; see
+    /// [`Dispatch::handle`]).
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.first_request.store(true, Ordering::Relaxed);
         let grpc = is_grpc(&request);
@@ -111,15 +117,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
         } else if is_health_check(&request) {
             Admission::Exempt
         } else {
-            match self.dispatch.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Admission::Admitted {
-                    _permit: permit,
-                    _gauge: InFlight::enter(),
-                },
-                Err(_) => {
-                    metrics::shed(call.transport());
-                    Admission::Refused
-                }
+            match self.dispatch.slot(call.transport()) {
+                Some(slot) => Admission::Admitted(slot),
+                None => Admission::Refused,
             }
         };
         let dispatch = self.dispatch.clone();
@@ -179,8 +179,31 @@ impl Dispatch {
             // any handler runs, so that no handler answers (and resets the
             // stream) while the client is still sending, and a stalled body
             // ties up no handler.
+            //
+            // The slot taken at the headers counts the call while it waits
+            // to run. But a call whose message is not there when it first
+            // runs waits on its client, not on this server: it gives its
+            // slot back meanwhile and takes one again once the message is
+            // in (or is refused then). Otherwise anyone, without a token,
+            // could hold every slot with headers alone.
             let (parts, body) = request.into_parts();
-            let body = match read_body(body).await {
+            let read = read_body(body);
+            let mut read = std::pin::pin!(read);
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            let (body, _slot) = match (first, admission) {
+                (Poll::Ready(body), admission) => (body, admission),
+                (Poll::Pending, Admission::Admitted(slot)) => {
+                    drop(slot);
+                    let body = read.await;
+                    match self.slot(if grpc { "grpc" } else { "rest" }) {
+                        Some(slot) => (body, Admission::Admitted(slot)),
+                        None if body.is_ok() => return overloaded(grpc),
+                        None => (body, Admission::Refused),
+                    }
+                }
+                (Poll::Pending, admission) => (read.await, admission),
+            };
+            let body = match body {
                 Ok(bytes) => bytes,
                 Err(problem) => return problem.answer(grpc),
             };
@@ -196,6 +219,23 @@ impl Dispatch {
                     "the call's deadline passed",
                 )),
             },
+        }
+    }
+}
+
+impl Dispatch {
+    /// One of the in-flight permits, or `None` (counted as shed) when every
+    /// one is taken.
+    fn slot(&self, transport: &'static str) -> Option<Slot> {
+        match self.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(Slot {
+                _permit: permit,
+                _gauge: InFlight::enter(),
+            }),
+            Err(_) => {
+                metrics::shed(transport);
+                None
+            }
         }
     }
 }

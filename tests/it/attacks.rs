@@ -512,8 +512,8 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// `n` REST creates that send their headers and 10 of their 100 bytes of
-/// body, then nothing: each holds a slot of `--max-in-flight` until its body
-/// times out (10 s) or its connection is dropped.
+/// body, then nothing, until their body times out (10 s) or their connection
+/// is dropped.
 async fn stall_rest_creates(addr: &str, n: usize) -> Vec<TcpStream> {
     let token = acme_token();
     let mut stalled = Vec::new();
@@ -527,27 +527,6 @@ async fn stall_rest_creates(addr: &str, n: usize) -> Vec<TcpStream> {
         stalled.push(stream);
     }
     stalled
-}
-
-/// Fills a server whose `max_in_flight` is `n` with stalled creates, and
-/// returns once it refuses calls.
-async fn hold_slots(server: &TestServer, n: usize) -> Vec<TcpStream> {
-    let stalled = stall_rest_creates(&server.addr.to_string(), n).await;
-    let mut client = server.rooms().await;
-    let give_up = Instant::now() + Duration::from_secs(2);
-    loop {
-        let answer = client
-            .list_rooms(authed(ListRoomsRequest::default(), &acme_token()))
-            .await;
-        match answer {
-            Err(status) if status.code() == Code::ResourceExhausted => return stalled,
-            _ => assert!(
-                Instant::now() < give_up,
-                "{n} stalled creates never filled the server"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /* ------------------------------------- attacks ------------------------------------- */
@@ -933,14 +912,14 @@ async fn shutdown_does_not_wait_for_idle_connections() {
     assert!(!logs.contains("still running"), "{logs}");
 }
 
-/// The bound on calls in flight (4 here): four REST creates whose bodies
-/// stall hold every slot. A fifth call is refused at once — gRPC with
+/// The bound on calls in flight (4 here): four calls being served hold
+/// every slot. A fifth call is refused at once — gRPC with
 /// RESOURCE_EXHAUSTED, REST with 503, Retry-After and code
-/// "resource_exhausted" — while health checks still answer; once the stalled
-/// requests go away, calls are served again.
+/// "resource_exhausted" — while health checks still answer; once the held
+/// calls end, calls are served again.
 #[tokio::test]
 async fn calls_beyond_max_in_flight_are_refused_at_once() {
-    let server = TestServer::start_with_limits(Limits {
+    let (server, mut holding) = TestServer::start_holding(Limits {
         max_in_flight: 4,
         ..Default::default()
     })
@@ -950,10 +929,9 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
     let mut client = server.rooms().await;
     let http = server.http();
 
-    let stalled = stall_rest_creates(&addr, 4).await;
+    holding.hold(&server, 4).await;
 
-    // The stalled requests reach the server a moment after they are written:
-    // wait (briefly) for the first refusal.
+    // Wait (briefly) for the first refusal.
     let give_up = Instant::now() + Duration::from_secs(2);
     let refusal = loop {
         let started = Instant::now();
@@ -976,7 +954,7 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
                 );
                 assert!(
                     Instant::now() < give_up,
-                    "never refused with 4 stalled calls holding 4 slots"
+                    "never refused with 4 held calls holding 4 slots"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -1038,8 +1016,8 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
         assert_eq!(response.status(), http::StatusCode::OK, "{path}");
     }
 
-    // Slots are given back when the stalled requests go away.
-    drop(stalled);
+    // Slots are given back when the held calls end.
+    holding.release().await;
     let give_up = Instant::now() + Duration::from_secs(5);
     loop {
         let answer = client
@@ -1061,6 +1039,33 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
         .await
         .unwrap();
     assert_eq!(response.status(), http::StatusCode::OK);
+}
+
+/// A call whose message has not arrived waits on its client, so it holds no
+/// slot of `--max-in-flight` (4 here) meanwhile. Otherwise anyone, token or
+/// not, could fill every slot with headers alone and keep them filled. With
+/// 20 REST creates stalled mid-body and 20 gRPC calls stalled after their
+/// headers (no token at all), a normal call is still served at once.
+#[tokio::test]
+async fn stalled_bodies_hold_no_slot() {
+    let server = TestServer::start_with_limits(Limits {
+        max_in_flight: 4,
+        ..Default::default()
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let _stalled = stall_rest_creates(&addr, 20).await;
+    let mut h2 = RawH2::connect(&addr).await;
+    let streams: Vec<u32> = (0..20).map(|i| 2 * i + 1).collect();
+    for &stream in &streams {
+        h2.open_with(stream, "/rooms.v1.RoomService/GetRoom", &[])
+            .await;
+    }
+    // Let every stalled request reach the server first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        assert_normal_call_is_fast(&addr, "40 stalled bodies").await;
+    }
 }
 
 /// The client's deadline, `grpc-timeout`, sent by hand over raw HTTP/2 (a
@@ -1205,7 +1210,7 @@ async fn out_of_descriptors_backs_off_and_recovers() {
 /// GOAWAY (ENHANCE_YOUR_CALM) a busy client's connection mid-overload.
 #[tokio::test]
 async fn refusals_do_not_break_the_connection() {
-    let server = TestServer::start_with_limits(Limits {
+    let (server, mut holding) = TestServer::start_holding(Limits {
         max_in_flight: 1,
         ..Default::default()
     })
@@ -1213,8 +1218,8 @@ async fn refusals_do_not_break_the_connection() {
     let addr = server.addr.to_string();
     let token = acme_token();
 
-    // One stalled REST create holds the only slot.
-    let stalled = hold_slots(&server, 1).await;
+    // One call being served holds the only slot.
+    holding.hold(&server, 1).await;
 
     const CALLS: usize = 3000;
     const CONCURRENT: usize = 100;
@@ -1263,7 +1268,7 @@ async fn refusals_do_not_break_the_connection() {
     );
 
     // The same connection serves once the slot is free again.
-    drop(stalled);
+    holding.release().await;
     let give_up = Instant::now() + Duration::from_secs(5);
     loop {
         let mut client = client.clone();
@@ -1288,12 +1293,12 @@ async fn refusals_do_not_break_the_connection() {
 /// h2 allows 1,024 over a connection's life before it sends GOAWAY
 /// (ENHANCE_YOUR_CALM, "too_many_internal_resets"). Under sustained overload
 /// that would end busy clients' connections, admitted calls on them included.
-/// So a refusal first reads the call's (small) body, for up to a second.
+/// So admission is decided only once the call's (small) body has arrived.
 /// 30 rounds of 100 calls whose messages come 200 ms after their headers
 /// must each be refused, and the connection must then serve a call.
 #[tokio::test]
 async fn late_bodies_of_refused_calls_do_not_end_the_connection() {
-    let server = TestServer::start_with_limits(Limits {
+    let (server, mut holding) = TestServer::start_holding(Limits {
         max_in_flight: 1,
         ..Default::default()
     })
@@ -1301,7 +1306,7 @@ async fn late_bodies_of_refused_calls_do_not_end_the_connection() {
     let addr = server.addr.to_string();
     let token = acme_token();
 
-    let stalled = hold_slots(&server, 1).await;
+    holding.hold(&server, 1).await;
 
     let get_room = "/rooms.v1.RoomService/GetRoom";
     let message = grpc_frame(&GetRoomRequest {
@@ -1347,7 +1352,7 @@ async fn late_bodies_of_refused_calls_do_not_end_the_connection() {
     assert_eq!(refused, 30 * MAX_CONCURRENT_STREAMS as usize);
 
     // The slot freed, the same connection serves a call.
-    drop(stalled);
+    holding.release().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     h2.open_with(next, get_room, &auth).await;
     h2.finish(next, &message).await;

@@ -454,3 +454,148 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The roomId whose GetRoom a server from [`TestServer::start_holding`]
+/// keeps waiting.
+pub const HELD_ROOM_ID: &str = "hold-hold-hold";
+
+/// A memory store whose GetRoom of [`HELD_ROOM_ID`] waits until released.
+/// Such a call has arrived whole and is being served, so it holds a slot
+/// of `--max-in-flight`: how tests fill a server.
+struct HoldingStore {
+    inner: Arc<MemoryStore>,
+    released: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl Store for HoldingStore {
+    async fn create_room_once(
+        &self,
+        room: &roomservice::domain::Room,
+        max_rooms: u64,
+        key: Option<&roomservice::store::IdempotencyKey>,
+    ) -> Result<roomservice::store::CreateOutcome, roomservice::store::StoreError> {
+        self.inner.create_room_once(room, max_rooms, key).await
+    }
+
+    async fn get_room(
+        &self,
+        user_id: &roomservice::domain::UserId,
+        key: &roomservice::store::RoomKey,
+    ) -> Result<Option<roomservice::domain::Room>, roomservice::store::StoreError> {
+        if key
+            .room_id
+            .as_ref()
+            .is_some_and(|id| id.as_str() == HELD_ROOM_ID)
+        {
+            let mut released = self.released.clone();
+            // Released when set, or when the holder is dropped.
+            let _ = released.wait_for(|released| *released).await;
+        }
+        self.inner.get_room(user_id, key).await
+    }
+
+    async fn list_rooms(
+        &self,
+        user_id: &roomservice::domain::UserId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<roomservice::domain::Room>, usize), roomservice::store::StoreError> {
+        self.inner.list_rooms(user_id, offset, limit).await
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: &roomservice::domain::UserId,
+        room_id: &roomservice::domain::RoomId,
+        disabled: bool,
+        now: jiff::Timestamp,
+    ) -> Result<Option<roomservice::domain::Room>, roomservice::store::StoreError> {
+        self.inner
+            .set_disabled(user_id, room_id, disabled, now)
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), roomservice::store::StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// Holds slots of a server from [`TestServer::start_holding`]; dropping it
+/// releases them.
+pub struct Holding {
+    release: tokio::sync::watch::Sender<bool>,
+    calls: Vec<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A memory-store server with these limits whose GetRoom of
+    /// [`HELD_ROOM_ID`] waits until the [`Holding`] releases it.
+    pub async fn start_holding(limits: Limits) -> (TestServer, Holding) {
+        let memory = Arc::new(MemoryStore::new());
+        let (release, released) = tokio::sync::watch::channel(false);
+        let store = Arc::new(HoldingStore {
+            inner: memory.clone(),
+            released,
+        });
+        let server = TestServer::start_opts(ServerOptions {
+            store,
+            limits,
+            ..ServerOptions::with_store(memory)
+        })
+        .await;
+        let holding = Holding {
+            release,
+            calls: Vec::new(),
+        };
+        (server, holding)
+    }
+}
+
+impl Holding {
+    /// Starts `n` GetRooms of [`HELD_ROOM_ID`] that wait inside `server`,
+    /// and returns once it refuses a further call: with `n` its bound,
+    /// every slot is then held.
+    pub async fn hold(&mut self, server: &TestServer, n: usize) {
+        for _ in 0..n {
+            let mut client = server.rooms().await;
+            self.calls.push(tokio::spawn(async move {
+                let _ = client
+                    .get_room(authed(
+                        roomservice::grpc::pb::GetRoomRequest {
+                            room_id: HELD_ROOM_ID.into(),
+                        },
+                        &acme_token(),
+                    ))
+                    .await;
+            }));
+        }
+        let mut client = server.rooms().await;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = client
+                .list_rooms(authed(
+                    roomservice::grpc::pb::ListRoomsRequest::default(),
+                    &acme_token(),
+                ))
+                .await;
+            match answer {
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => return,
+                _ => assert!(
+                    Instant::now() < give_up,
+                    "{n} held calls never filled the server"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets the held calls finish (they answer NOT_FOUND), and waits for
+    /// them.
+    pub async fn release(mut self) {
+        let _ = self.release.send(true);
+        for call in self.calls.drain(..) {
+            let _ = call.await;
+        }
+    }
+}

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest, ListRoomsRequest};
 use roomservice::server::Limits;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
@@ -80,19 +78,6 @@ fn with_id<T>(message: T, token: &str, id: &str) -> tonic::Request<T> {
 
 fn is_made_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A REST create that sends its headers and part of its body, then nothing:
-/// it holds a slot of `--max-in-flight` as long as the stream is open.
-async fn stall_rest_create(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v2/rooms HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"region\":",
-        acme_token()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream
 }
 
 /// A `roomservice serve` process with JSON logs and every stderr line kept.
@@ -335,7 +320,7 @@ async fn calls_are_counted_by_method_route_and_code() {
 /// request id; `/metrics` itself still answers (scrapes are exempt).
 #[tokio::test]
 async fn shed_calls_are_counted() {
-    let server = TestServer::start_with_limits(Limits {
+    let (server, mut holding) = TestServer::start_holding(Limits {
         max_in_flight: 1,
         ..Default::default()
     })
@@ -344,7 +329,7 @@ async fn shed_calls_are_counted() {
     let token = acme_token();
     let before = scrape(&base).await;
 
-    let _stalled = stall_rest_create(&server.addr.to_string()).await;
+    holding.hold(&server, 1).await;
     let mut rooms = server.rooms().await;
     let give_up = Instant::now() + Duration::from_secs(5);
     let refusal = loop {
@@ -356,7 +341,7 @@ async fn shed_calls_are_counted() {
             _ => {
                 assert!(
                     Instant::now() < give_up,
-                    "the stalled create never filled the server"
+                    "the held call never filled the server"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
