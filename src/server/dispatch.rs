@@ -124,15 +124,24 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionDispatch {
         };
         let dispatch = self.dispatch.clone();
         let span = call.span().clone();
+        let transport = call.transport();
         Box::pin(async move {
-            let response = dispatch.handle(request, admission).instrument(span).await;
+            let response = dispatch
+                .handle(request, admission, transport)
+                .instrument(span)
+                .await;
             Ok(call.finish(response))
         })
     }
 }
 
 impl Dispatch {
-    async fn handle(self, request: Request<Incoming>, admission: Admission) -> Response<Body> {
+    async fn handle(
+        self,
+        request: Request<Incoming>,
+        admission: Admission,
+        transport: &'static str,
+    ) -> Response<Body> {
         let grpc = is_grpc(&request);
         if let Admission::Scrape = admission {
             return observe::scrape(request.method());
@@ -191,17 +200,22 @@ impl Dispatch {
             let mut read = std::pin::pin!(read);
             let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
             let (body, _slot) = match (first, admission) {
-                (Poll::Ready(body), admission) => (body, admission),
+                (Poll::Ready(body), Admission::Admitted(slot)) => (body, Some(slot)),
+                (Poll::Ready(body), _) => (body, None),
                 (Poll::Pending, Admission::Admitted(slot)) => {
                     drop(slot);
                     let body = read.await;
-                    match self.slot(if grpc { "grpc" } else { "rest" }) {
-                        Some(slot) => (body, Admission::Admitted(slot)),
-                        None if body.is_ok() => return overloaded(grpc),
-                        None => (body, Admission::Refused),
-                    }
+                    // A body that failed is answered as such below.
+                    let slot = match &body {
+                        Ok(_) => match self.slot(transport) {
+                            Some(slot) => Some(slot),
+                            None => return overloaded(grpc),
+                        },
+                        Err(_) => None,
+                    };
+                    (body, slot)
                 }
-                (Poll::Pending, admission) => (read.await, admission),
+                (Poll::Pending, _) => (read.await, None),
             };
             let body = match body {
                 Ok(bytes) => bytes,
