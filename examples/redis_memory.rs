@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use roomservice::domain::{self, Room, RoomId, RoomSettings, UserId};
+use roomservice::domain::{self, Room, RoomId, UserId};
 use roomservice::store::{CreateOutcome, RedisConfig, RedisStore, Store};
 
 #[path = "support/redis_admin.rs"]
@@ -165,7 +165,7 @@ async fn create_one(store: &RedisStore, user_id: &UserId) -> Result<(), String> 
             disabled: false,
             created_at: now,
             updated_at: now,
-            settings: RoomSettings::default(),
+            settings: Default::default(),
         };
         match store
             .create_room(&room, u64::MAX)

@@ -246,13 +246,13 @@ async fn run(
     admin: &mut MultiplexedConnection,
 ) -> Result<bool, String> {
     let verifier = Arc::new(Verifier::new(keyring(s.accounts), false));
-    let verify = |token: String| -> Result<Caller, String> {
+    let verify = |token: String| -> Result<Arc<Caller>, String> {
         verifier
             .verify_management(Some(&token))
             .map_err(|e| e.to_string())
     };
     let media = verify(token(MEDIA_KEY, &["crawler"], &["allow_join"]))?;
-    let accounts: Vec<(Caller, String)> = (0..s.accounts)
+    let accounts: Vec<(Arc<Caller>, String)> = (0..s.accounts)
         .map(|i| {
             let key = format!("sweep-bench-{i}");
             let caller = verify(token(&key, &["crawler"], &["allow_join", "allow_mod"]))?;

@@ -11,7 +11,7 @@
 //! logged with its reason.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Caller;
 
@@ -33,14 +33,14 @@ struct Accepted {
     keyring: u64,
     /// The token's `exp` in seconds; `None` for a legacy token without one.
     exp: Option<u64>,
-    caller: Caller,
+    caller: Arc<Caller>,
 }
 
 impl AcceptedTokens {
     /// The caller `token` verified as, if it was verified against `keyring`
     /// and has not expired by `now` (unix seconds) with `leeway` seconds of
     /// clock skew, as the full check would judge it.
-    pub fn get(&self, token: &str, keyring: u64, now: i64, leeway: u64) -> Option<Caller> {
+    pub fn get(&self, token: &str, keyring: u64, now: i64, leeway: u64) -> Option<Arc<Caller>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let accepted = entries.get(token)?;
         if accepted.keyring != keyring {
@@ -52,10 +52,10 @@ impl AcceptedTokens {
                 return None;
             }
         }
-        Some(accepted.caller.clone())
+        Some(Arc::clone(&accepted.caller))
     }
 
-    pub fn insert(&self, token: &str, keyring: u64, exp: Option<u64>, caller: Caller) {
+    pub fn insert(&self, token: &str, keyring: u64, exp: Option<u64>, caller: Arc<Caller>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY && !entries.contains_key(token) {
             entries.clear();

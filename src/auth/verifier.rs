@@ -126,7 +126,7 @@ impl Verifier {
     /// Verifies a token for the management API (rooms, sessions): a valid
     /// token whose roles allow server-side calls. Every transport calls this,
     /// so none can forget the role check.
-    pub fn verify_management(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    pub fn verify_management(&self, authorization: Option<&str>) -> Result<Arc<Caller>, AuthError> {
         let caller = self.verify(authorization)?;
         caller.require_management()?;
         Ok(caller)
@@ -134,7 +134,7 @@ impl Verifier {
 
     /// Verifies the value of an `authorization` header or metadata entry:
     /// a raw JWT or `Bearer <jwt>`. Checks identity only, not roles.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<Caller>, AuthError> {
         let raw = authorization.map(str::trim).unwrap_or_default();
         if raw.is_empty() {
             return Err(unauthenticated(
@@ -154,6 +154,8 @@ impl Verifier {
             return Ok(caller);
         }
         let (caller, exp) = self.verify_in_full(token, &keys)?;
+        // Shared, not cloned: every call with this token gets the same one.
+        let caller = Arc::new(caller);
         // An `exp` the library accepted without reading it as whole seconds
         // (a fraction, on a server that takes legacy tokens) is re-checked
         // in full every time rather than judged differently here.
@@ -163,7 +165,7 @@ impl Verifier {
         };
         if let Some(exp) = remembered_exp {
             self.accepted
-                .insert(token, keys.generation, exp, caller.clone());
+                .insert(token, keys.generation, exp, Arc::clone(&caller));
         }
         Ok(caller)
     }
@@ -295,7 +297,7 @@ impl Verifier {
     /// join: the same rules as any token, and it must allow joining (`roles`
     /// absent or holding `rtc`; `permissions` holding `allow_join` or
     /// `ask_join`).
-    pub fn verify_participant(&self, token: &str) -> Result<Caller, AuthError> {
+    pub fn verify_participant(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
         let caller = self.verify(Some(token))?;
         caller.require_join()?;
         Ok(caller)

@@ -1,6 +1,7 @@
 //! Rooms and the rules for the fields a caller may set on them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,9 @@ pub struct Room {
     pub disabled: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    pub settings: RoomSettings,
+    /// Shared: a room read from a cache is handed out without copying its
+    /// settings' JSON, and they never change after creation.
+    pub settings: Arc<RoomSettings>,
 }
 
 impl Room {

@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 use super::GatewayState;
 use super::error::{ApiError, MAX_BODY_BYTES};
@@ -13,7 +14,7 @@ use crate::service::Error;
 
 /// The verified caller, from the `Authorization` header (raw JWT or
 /// `Bearer <jwt>`), checked by the same [`crate::auth::Verifier`] as gRPC.
-pub struct ApiCaller(pub Caller);
+pub struct ApiCaller(pub Arc<Caller>);
 
 impl FromRequestParts<GatewayState> for ApiCaller {
     type Rejection = ApiError;

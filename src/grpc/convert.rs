@@ -36,6 +36,18 @@ pub fn create_params(request: pb::CreateRoomRequest) -> CreateRoomParams {
 pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
     let settings = &room.settings;
     pb::Room {
+        auto_start_config: settings.auto_start_config.clone().map(json_to_struct),
+        multi_composition: settings.multi_composition.clone().map(json_to_struct),
+        ..room_head(room, base)
+    }
+}
+
+/// Every field of [`room`] but the two `Struct` ones (`autoStartConfig`,
+/// `multiComposition`), which are left unset: for a reply that encodes them
+/// from the JSON itself (`wire::RoomReply`).
+pub fn room_head(room: &Room, base: &PublicUrl) -> pb::Room {
+    let settings = &room.settings;
+    pb::Room {
         room_id: room.room_id.to_string(),
         custom_room_id: room.custom_room_id.as_ref().map(ToString::to_string),
         user_id: room.user_id.to_string(),
@@ -57,8 +69,8 @@ pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
             duration_seconds: a.duration_seconds.map(|s| s as i32),
         }),
         geo_fence: settings.geo_fence.map(|g| g.as_str().to_owned()),
-        auto_start_config: settings.auto_start_config.clone().map(json_to_struct),
-        multi_composition: settings.multi_composition.clone().map(json_to_struct),
+        auto_start_config: None,
+        multi_composition: None,
         allowed_participant_ids: settings.allowed_participant_ids.clone(),
     }
 }

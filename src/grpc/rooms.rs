@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::pb::room_service_server::RoomService as RoomServiceRpc;
@@ -67,10 +69,10 @@ impl RoomsGrpc {
 
 /// The caller the auth interceptor verified. Its absence means the service was
 /// mounted without the interceptor: refuse rather than serve anonymously.
-pub(super) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(super) fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
     request
         .extensions()
-        .get::<Caller>()
+        .get::<Arc<Caller>>()
         .cloned()
         .ok_or_else(|| {
             to_status(Error::Auth(AuthError::Unauthenticated(

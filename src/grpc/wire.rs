@@ -9,23 +9,24 @@
 //! A test decodes the result as `pb::Room` and compares it with the generic
 //! conversion.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut};
 use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
 use serde_json::{Map, Value};
 
 use super::{convert, pb};
-use crate::domain::{PublicUrl, Room};
+use crate::domain::{PublicUrl, Room, RoomSettings};
 
 /// `rooms.v1.Room` as a reply.
 #[derive(Debug, Default)]
 pub struct RoomReply {
     /// Every field but the two Struct ones, which are left unset here.
     head: pb::Room,
-    /// Field 12.
-    auto_start_config: Option<Map<String, Value>>,
-    /// Field 13.
-    multi_composition: Option<Map<String, Value>>,
+    /// Fields 12 (`autoStartConfig`) and 13 (`multiComposition`) are the
+    /// room's own, shared rather than copied.
+    settings: Arc<RoomSettings>,
     /// Fields 12 and 13, encoded once (both `encoded_len` and `encode_raw`
     /// need them).
     tail: Vec<u8>,
@@ -35,11 +36,10 @@ const AUTO_START_CONFIG: u32 = 12;
 const MULTI_COMPOSITION: u32 = 13;
 
 impl RoomReply {
-    pub fn new(mut room: Room, base: &PublicUrl) -> RoomReply {
+    pub fn new(room: Room, base: &PublicUrl) -> RoomReply {
         let mut reply = RoomReply {
-            auto_start_config: room.settings.auto_start_config.take(),
-            multi_composition: room.settings.multi_composition.take(),
-            head: convert::room(&room, base),
+            head: convert::room_head(&room, base),
+            settings: room.settings,
             tail: Vec::new(),
         };
         reply.encode_tail();
@@ -48,9 +48,10 @@ impl RoomReply {
 
     /// The same message as the generated type, for the calls that return it.
     pub fn into_room(self) -> pb::Room {
+        let settings = Arc::unwrap_or_clone(self.settings);
         pb::Room {
-            auto_start_config: self.auto_start_config.map(convert::json_to_struct),
-            multi_composition: self.multi_composition.map(convert::json_to_struct),
+            auto_start_config: settings.auto_start_config.map(convert::json_to_struct),
+            multi_composition: settings.multi_composition.map(convert::json_to_struct),
             ..self.head
         }
     }
@@ -59,10 +60,10 @@ impl RoomReply {
         self.tail.clear();
         // Protobuf readers accept fields in any order: these two come after
         // the generated part's field 14.
-        if let Some(map) = &self.auto_start_config {
+        if let Some(map) = &self.settings.auto_start_config {
             encode_struct_field(AUTO_START_CONFIG, map, &mut self.tail);
         }
-        if let Some(map) = &self.multi_composition {
+        if let Some(map) = &self.settings.multi_composition {
             encode_struct_field(MULTI_COMPOSITION, map, &mut self.tail);
         }
     }
@@ -83,9 +84,10 @@ impl prost::Message for RoomReply {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
+        let settings = Arc::make_mut(&mut self.settings);
         let slot = match tag {
-            AUTO_START_CONFIG => &mut self.auto_start_config,
-            MULTI_COMPOSITION => &mut self.multi_composition,
+            AUTO_START_CONFIG => &mut settings.auto_start_config,
+            MULTI_COMPOSITION => &mut settings.multi_composition,
             _ => return self.head.merge_field(tag, wire_type, buf, ctx),
         };
         let mut decoded = prost_types::Struct::default();
@@ -244,7 +246,7 @@ mod tests {
             disabled: true,
             created_at: at,
             updated_at: at,
-            settings,
+            settings: Arc::new(settings),
         }
     }
 

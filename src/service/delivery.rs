@@ -387,7 +387,7 @@ impl<'a> AccountTask<'a> {
             .rooms
             .get_room(&self.user_id, &key)
             .await?
-            .and_then(|room| room.settings.webhook);
+            .and_then(|room| room.settings.webhook.clone());
         self.webhooks.insert(room_id.clone(), webhook.clone());
         Ok(webhook)
     }

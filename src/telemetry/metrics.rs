@@ -199,8 +199,13 @@ pub fn store_up(up: bool) {
 
 /// A GetRoom by roomId on Redis: answered from the room cache, or not.
 pub fn room_cache_lookup(hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    counter!(ROOM_CACHE_LOOKUPS, "result" => result).increment(1);
+    static HANDLES: Handles<bool, Counter> = Handles::new();
+    HANDLES
+        .get(hit, || {
+            let result = if hit { "hit" } else { "miss" };
+            counter!(ROOM_CACHE_LOOKUPS, "result" => result)
+        })
+        .increment(1);
 }
 
 /// One webhook delivery attempt's outcome: `delivered`, `retrying` or `dead`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use roomservice::domain::{
-    EndReason, Event, EventId, NewEvent, Room, RoomId, RoomSettings, Session, SessionRules, UserId,
+    EndReason, Event, EventId, NewEvent, Room, RoomId, Session, SessionRules, UserId,
 };
 use roomservice::store::{
     CreateOutcome, DEAD_LETTERS, DeliveryHint, DeliveryRecord, DeliveryState, DeliveryUpdate,
@@ -271,7 +271,7 @@ async fn new_room(store: &Shared, owner: &UserId) -> Room {
         disabled: false,
         created_at: at(0),
         updated_at: at(0),
-        settings: RoomSettings::default(),
+        settings: Default::default(),
     };
     match store.create_room(&room, u64::MAX).await.unwrap() {
         CreateOutcome::Created(stored) => stored,

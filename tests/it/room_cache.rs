@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use roomservice::domain::{Room, RoomId, RoomSettings, UserId};
+use roomservice::domain::{Room, RoomId, UserId};
 use roomservice::grpc::pb::room_service_client::RoomServiceClient;
 use roomservice::grpc::pb::{
     CreateRoomRequest, DeactivateRoomRequest, GetRoomRequest, Room as PbRoom,
@@ -173,7 +173,7 @@ fn stored_room(room_id: &str, disabled: bool) -> Room {
         disabled,
         created_at: at,
         updated_at: at,
-        settings: RoomSettings::default(),
+        settings: Default::default(),
     }
 }
 

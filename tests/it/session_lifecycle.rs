@@ -151,22 +151,22 @@ fn manual_clock() -> Arc<ManualClock> {
 // ---------------------------------------------------------------------------
 // Callers and tokens
 
-fn verify(token: &str) -> Caller {
+fn verify(token: &str) -> Arc<Caller> {
     Verifier::new(keyring(), false)
         .verify_management(Some(token))
         .expect("test token verifies")
 }
 
 /// The media plane: a token of the `service = true` key.
-fn media() -> Caller {
+fn media() -> Arc<Caller> {
     verify(&sign(&sdk_claims(MEDIA_KEY), MEDIA_SECRET))
 }
 
-fn acme() -> Caller {
+fn acme() -> Arc<Caller> {
     verify(&acme_token())
 }
 
-fn globex() -> Caller {
+fn globex() -> Arc<Caller> {
     verify(&globex_token())
 }
 

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use roomservice::domain::{
-    EndReason, Room, RoomId, RoomSettings, Session, SessionId, SessionRules, UserId,
-};
+use roomservice::domain::{EndReason, Room, RoomId, Session, SessionId, SessionRules, UserId};
 use roomservice::store::{
     CreateOutcome, DueSession, MemoryStore, RoomKey, SaveOutcome, SaveSession, SessionFilter,
     SessionStatus, SessionStore, Store, Versioned,
@@ -124,7 +122,7 @@ async fn new_room(store: &Shared, owner: &UserId, created_ms: i64) -> Room {
         disabled: false,
         created_at: at(created_ms),
         updated_at: at(created_ms),
-        settings: RoomSettings::default(),
+        settings: Default::default(),
     };
     match store.create_room(&room, u64::MAX).await.unwrap() {
         CreateOutcome::Created(stored) => stored,

@@ -72,7 +72,7 @@ fn room(user_id: &UserId, custom: Option<&str>, created_ms: i64) -> Room {
         disabled: false,
         created_at: at_ms(created_ms),
         updated_at: at_ms(created_ms),
-        settings: RoomSettings::default(),
+        settings: Default::default(),
     }
 }
 
@@ -104,7 +104,7 @@ pub async fn same_custom_room_id_returns_the_existing_room(store: Arc<dyn Store>
     let owner = user(1);
     let first = created(&store, &room(&owner, Some("weekly"), 1_700_000_000_000)).await;
     let mut second = room(&owner, Some("weekly"), 1_700_000_005_000);
-    second.settings.geo_fence = Some(GeoFence::Us001);
+    std::sync::Arc::make_mut(&mut second.settings).geo_fence = Some(GeoFence::Us001);
     assert_eq!(
         store.create_room(&second, UNLIMITED).await.unwrap(),
         CreateOutcome::Existing(first.clone())
@@ -224,7 +224,7 @@ pub async fn settings_and_flags_round_trip(store: Arc<dyn Store>) {
     let mut full = room(&owner, Some("everything"), 1_700_000_000_007);
     full.disabled = true;
     full.updated_at = at_ms(1_700_000_100_999);
-    full.settings = RoomSettings {
+    full.settings = std::sync::Arc::new(RoomSettings {
         geo_fence: Some(GeoFence::In003),
         webhook: Some(Webhook {
             end_point: "https://hooks.example.com/x?y=1".into(),
@@ -240,7 +240,7 @@ pub async fn settings_and_flags_round_trip(store: Arc<dyn Store>) {
         ),
         multi_composition: Some(serde_json::from_str(r#"{"layout":"grid"}"#).unwrap()),
         allowed_participant_ids: vec!["alice".into(), "bob with spaces".into()],
-    };
+    });
     created(&store, &full).await;
     let found = store
         .get_room(&owner, &key("everything"))

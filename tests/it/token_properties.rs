@@ -24,7 +24,7 @@ fn verifiers() -> [Verifier; 2] {
 }
 
 /// The refusal rules every answer keeps.
-fn check_answer(result: &Result<Caller, AuthError>) -> Result<(), TestCaseError> {
+fn check_answer(result: &Result<std::sync::Arc<Caller>, AuthError>) -> Result<(), TestCaseError> {
     let Err(refusal) = result else {
         return Ok(());
     };
@@ -59,7 +59,11 @@ fn check_answer(result: &Result<Caller, AuthError>) -> Result<(), TestCaseError>
 }
 
 /// A token that verified must carry what the rules demand.
-fn check_accepted(result: &Result<Caller, AuthError>, claims: &Value, strict: bool) {
+fn check_accepted(
+    result: &Result<std::sync::Arc<Caller>, AuthError>,
+    claims: &Value,
+    strict: bool,
+) {
     let Ok(caller) = result else {
         return;
     };

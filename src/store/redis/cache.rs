@@ -333,10 +333,12 @@ impl Entries {
     /// Moves a ready entry to the young end of the LRU order.
     fn touch(&mut self, key: &str) {
         let tick = self.next_tick();
-        if let Some(entry) = self.map.get_mut(key) {
-            self.lru.remove(&entry.tick);
+        if let Some(entry) = self.map.get_mut(key)
+            && let Some(name) = self.lru.remove(&entry.tick)
+        {
+            // The key moves with its own String: a hit allocates nothing.
             entry.tick = tick;
-            self.lru.insert(tick, key.to_owned());
+            self.lru.insert(tick, name);
         }
     }
 
@@ -362,7 +364,7 @@ fn entry_bytes(key: &str, room: Option<&Room>) -> usize {
             + room.room_id.as_str().len()
             + room.user_id.as_str().len()
             + room.custom_room_id.as_ref().map_or(0, |c| c.as_str().len())
-            + serde_json::to_string(&room.settings).map_or(0, |json| json.len())
+            + serde_json::to_string(&*room.settings).map_or(0, |json| json.len())
     });
     ENTRY_OVERHEAD + 2 * key.len() + room_bytes
 }
@@ -562,7 +564,7 @@ impl Drop for LeadGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{RoomId, RoomSettings, UserId};
+    use crate::domain::{RoomId, UserId};
 
     fn room(n: u32) -> Room {
         let at = jiff::Timestamp::from_millisecond(1_700_000_000_000).unwrap();
@@ -573,7 +575,7 @@ mod tests {
             disabled: false,
             created_at: at,
             updated_at: at,
-            settings: RoomSettings::default(),
+            settings: Default::default(),
         }
     }
 

@@ -460,7 +460,7 @@ pub(super) fn encode_room(room: &Room) -> Result<Vec<(&'static str, String)>, St
         fields.push((DISABLED, "1".to_owned()));
     }
     if !room.settings.is_empty() {
-        let json = serde_json::to_string(&room.settings)
+        let json = serde_json::to_string(&*room.settings)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode room settings: {e}")))?;
         fields.push((SETTINGS, json));
     }
@@ -602,7 +602,7 @@ fn decode_room(user_id: &UserId, room_id: Value, fields: Value) -> Result<Room, 
         disabled,
         created_at,
         updated_at: updated_at.unwrap_or(created_at),
-        settings,
+        settings: std::sync::Arc::new(settings),
     })
 }
 
@@ -638,6 +638,7 @@ fn corrupt(message: impl Into<String>) -> StoreError {
 mod tests {
     use super::*;
     use crate::domain::GeoFence;
+    use std::sync::Arc;
 
     fn user() -> UserId {
         UserId::parse("65f0a1b2c3d4e5f6a7b8c9d0").unwrap()
@@ -652,7 +653,7 @@ mod tests {
             disabled: false,
             created_at: at,
             updated_at: at,
-            settings: RoomSettings::default(),
+            settings: Default::default(),
         }
     }
 
@@ -849,8 +850,8 @@ mod tests {
         full.custom_room_id = Some(CustomRoomId::parse("final-testing").unwrap());
         full.disabled = true;
         full.updated_at = Timestamp::from_millisecond(1_700_000_000_001).unwrap();
-        full.settings.geo_fence = Some(GeoFence::Eu001);
-        full.settings.allowed_participant_ids = vec!["alice".into()];
+        Arc::make_mut(&mut full.settings).geo_fence = Some(GeoFence::Eu001);
+        Arc::make_mut(&mut full.settings).allowed_participant_ids = vec!["alice".into()];
         for room in [room(), full] {
             let decoded = decode_entry(&user(), stored(&room)).unwrap();
             assert_eq!(decoded, room);

@@ -340,9 +340,10 @@ impl RedisStore {
             Connection::Node(_) => Scope::Node,
             Connection::Cluster(_) => Scope::Slot(Slot::for_key(room_key.as_bytes())),
         };
-        let route = Route::with_key(room_key.as_bytes(), SlotAddr::Master);
         cache
             .barrier(scope, OPERATION_TIMEOUT, |channel| async move {
+                // Only the round's leader sends, so only it needs the route.
+                let route = Route::with_key(room_key.as_bytes(), SlotAddr::Master);
                 let mut pipeline = redis::pipe();
                 pipeline
                     .cmd("CLIENT")
@@ -600,6 +601,18 @@ impl Store for RedisStore {
         if readings.is_empty() && key.custom_room_id.is_none() {
             return Ok(None);
         }
+        // Only lookups by roomId are cached: the roomId reading comes first,
+        // so a room it finds is the answer whatever the other readings hold.
+        // A hit needs nothing but the barrier.
+        if let (Some(cache), Some(room_id)) = (&self.cache, &key.room_id) {
+            let room_key = self.keys.room(user_id, room_id);
+            if cache.holds(&room_key) {
+                let client_id = self.barrier(cache, &room_key).await?;
+                if let Some(room) = cache.get(&room_key, client_id) {
+                    return Ok(Some(room));
+                }
+            }
+        }
         let lookup = Lookup {
             keys: readings
                 .iter()
@@ -616,17 +629,10 @@ impl Store for RedisStore {
                 .collect(),
         };
 
-        // Only lookups by roomId are cached: the roomId reading comes first,
-        // so a room it finds is the answer whatever the other readings hold.
         let found = match (&self.cache, &key.room_id) {
             (Some(cache), Some(_)) => {
+                // A miss (or an entry from a lost connection): read and fill.
                 let room_key = &lookup.keys[0];
-                if cache.holds(room_key) {
-                    let client_id = self.barrier(cache, room_key).await?;
-                    if let Some(room) = cache.get(room_key, client_id) {
-                        return Ok(Some(room));
-                    }
-                }
                 let ticket = cache.begin_fill(room_key);
                 let tracked = self.tracked_lookup(&lookup).await;
                 let (client_id, found) = match tracked {
