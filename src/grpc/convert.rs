@@ -180,14 +180,21 @@ fn value_to_json(value: prost_types::Value) -> Value {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        // protobuf numbers are doubles; whole ones go back to JSON integers so
-        // that `{"x": 1}` sent over gRPC reads the same as over REST.
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 => {
-            Value::Number(Number::from(n as i64))
-        }
-        Some(Kind::NumberValue(n)) => Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Some(Kind::NumberValue(n)) => number_to_json(n),
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
         Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+/// A `google.protobuf.Value` number as JSON. Protobuf numbers are doubles;
+/// whole ones go back to JSON integers so that `{"x": 1}` sent over gRPC
+/// reads the same as over REST. NaN and the infinities have no JSON form:
+/// null.
+pub fn number_to_json(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+        Value::Number(Number::from(n as i64))
+    } else {
+        Number::from_f64(n).map_or(Value::Null, Value::Number)
     }
 }
 
@@ -200,7 +207,7 @@ pub fn json_to_struct(map: Map<String, Value>) -> prost_types::Struct {
     }
 }
 
-fn json_to_value(value: Value) -> prost_types::Value {
+pub fn json_to_value(value: Value) -> prost_types::Value {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(b),

@@ -18,7 +18,7 @@ use tonic_prost::ProstCodec;
 
 use super::pb;
 use super::rooms::RoomsGrpc;
-use super::wire::RoomReply;
+use super::wire::{CreateRoomInput, RoomReply};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -60,7 +60,7 @@ impl RoomRoute<pb::GetRoomRequest> {
     }
 }
 
-impl RoomRoute<pb::CreateRoomRequest> {
+impl RoomRoute<CreateRoomInput> {
     pub fn create_room(rooms: Arc<RoomsGrpc>, max_request_bytes: usize) -> Self {
         RoomRoute {
             path: "/rooms.v1.RoomService/CreateRoom",

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::room_service_server::RoomService as RoomServiceRpc;
-use super::wire::RoomReply;
+use super::wire::{CreateRoomInput, RoomReply};
 use super::{convert, pb, to_status};
 use crate::auth::{AuthError, Caller};
 use crate::domain::PublicUrl;
@@ -31,7 +31,7 @@ impl RoomsGrpc {
     /// `pb::Room` in between.
     pub async fn create_room_reply(
         &self,
-        request: Request<pb::CreateRoomRequest>,
+        request: Request<CreateRoomInput>,
     ) -> Result<Response<RoomReply>, Status> {
         let caller = caller(&request)?;
         // Not ASCII: kept as given, so the service refuses it by name.
@@ -39,7 +39,7 @@ impl RoomsGrpc {
             .metadata()
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
-        let params = convert::create_params(request.into_inner());
+        let params = request.into_inner().into_params();
         let created = self
             .service
             .create_room(&caller, params, key.as_deref())
@@ -89,7 +89,9 @@ impl RoomServiceRpc for RoomsGrpc {
         &self,
         request: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        let reply = self.create_room_reply(request).await?;
+        let reply = self
+            .create_room_reply(request.map(CreateRoomInput::from_request))
+            .await?;
         Ok(reply.map(RoomReply::into_room))
     }
 
