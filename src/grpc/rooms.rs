@@ -3,7 +3,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::room_service_server::RoomService as RoomServiceRpc;
-use super::wire::{CreateRoomInput, RoomReply};
+use super::wire::{CreateRoomInput, RoomReply, SettingsTails};
 use super::{convert, pb, to_status};
 use crate::auth::{AuthError, Caller};
 use crate::domain::PublicUrl;
@@ -13,6 +13,8 @@ use crate::service::{Error, PageRequest, RoomService};
 pub struct RoomsGrpc {
     service: RoomService,
     public_url: PublicUrl,
+    /// The encoded settings of the rooms GetRoom returns.
+    tails: SettingsTails,
 }
 
 impl RoomsGrpc {
@@ -20,6 +22,7 @@ impl RoomsGrpc {
         RoomsGrpc {
             service,
             public_url,
+            tails: SettingsTails::default(),
         }
     }
 
@@ -63,7 +66,11 @@ impl RoomsGrpc {
             .get_room(&caller, &request.get_ref().room_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RoomReply::new(room, &self.public_url)))
+        Ok(Response::new(RoomReply::with_tails(
+            room,
+            &self.public_url,
+            &self.tails,
+        )))
     }
 }
 
