@@ -96,7 +96,17 @@ impl DocumentId {
     pub fn for_room(room_id: &RoomId, created_at_seconds: i64) -> DocumentId {
         // ObjectIds hold the seconds in 32 bits; they wrap in 2106.
         let seconds = created_at_seconds as u32;
-        DocumentId(format!("{seconds:08x}{:016x}", room_id.number()))
+        // Every room reply carries it: hexed by hand, not formatted.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let number = room_id.number();
+        let mut hex = String::with_capacity(24);
+        for shift in (0..8).rev() {
+            hex.push(char::from(DIGITS[(seconds >> (shift * 4)) as usize & 0xf]));
+        }
+        for shift in (0..16).rev() {
+            hex.push(char::from(DIGITS[(number >> (shift * 4)) as usize & 0xf]));
+        }
+        DocumentId(hex)
     }
 
     /// The roomId this id was made from, if it is a room's id.
@@ -107,6 +117,10 @@ impl DocumentId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -396,6 +410,8 @@ mod tests {
             #[test]
             fn document_ids_name_their_room(room in room_id(), seconds in any::<i64>()) {
                 let id = DocumentId::for_room(&room, seconds);
+                let formatted = format!("{:08x}{:016x}", seconds as u32, room.number());
+                prop_assert_eq!(id.as_str(), formatted.as_str());
                 prop_assert_eq!(id.as_str().len(), 24);
                 prop_assert!(id.as_str().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
                 prop_assert_eq!(DocumentId::parse(id.as_str()), Some(id.clone()));

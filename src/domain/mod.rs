@@ -76,12 +76,21 @@ impl PublicUrl {
 
     /// `<base>/v2/rooms/<roomId>`.
     pub fn room(&self, room_id: &RoomId) -> String {
-        format!("{}/v2/rooms/{room_id}", self.0)
+        self.join("/v2/rooms/", room_id.as_str())
     }
 
     /// `<base>/v2/sessions/`, or one session's URL when `session_id` is given.
     pub fn session(&self, session_id: Option<&str>) -> String {
-        format!("{}/v2/sessions/{}", self.0, session_id.unwrap_or_default())
+        self.join("/v2/sessions/", session_id.unwrap_or_default())
+    }
+
+    /// Every room reply carries two links: copied, not formatted.
+    fn join(&self, path: &str, id: &str) -> String {
+        let mut url = String::with_capacity(self.0.len() + path.len() + id.len());
+        url.push_str(&self.0);
+        url.push_str(path);
+        url.push_str(id);
+        url
     }
 
     pub fn as_str(&self) -> &str {

@@ -551,10 +551,23 @@ fn check_media_settings_size(
 
 /// The length of `value` as compact JSON, the form the stores write.
 fn json_len(value: &impl Serialize) -> usize {
-    // JSON maps and string lists always serialize: their keys are strings.
-    serde_json::to_vec(value)
-        .expect("JSON values serialize")
-        .len()
+    /// Counts what it is given, so that nothing is built only to be
+    /// measured.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // JSON maps and string lists always serialize (their keys are strings),
+    // and the counter never fails.
+    serde_json::to_writer(&mut counter, value).expect("JSON values serialize");
+    counter.0
 }
 
 fn parse_auto_close(

@@ -48,13 +48,13 @@ pub fn room(room: &Room, base: &PublicUrl) -> pb::Room {
 pub fn room_head(room: &Room, base: &PublicUrl) -> pb::Room {
     let settings = &room.settings;
     pb::Room {
-        room_id: room.room_id.to_string(),
-        custom_room_id: room.custom_room_id.as_ref().map(ToString::to_string),
-        user_id: room.user_id.to_string(),
+        room_id: room.room_id.as_str().to_owned(),
+        custom_room_id: room.custom_room_id.as_ref().map(|c| c.as_str().to_owned()),
+        user_id: room.user_id.as_str().to_owned(),
         disabled: room.disabled,
         created_at: domain::format_timestamp(room.created_at),
         updated_at: domain::format_timestamp(room.updated_at),
-        id: room.id().to_string(),
+        id: room.id().into_string(),
         links: Some(pb::Links {
             get_room: base.room(&room.room_id),
             get_session: base.session(None),
