@@ -78,16 +78,23 @@ impl RoomReply {
 
 /// Fields 12 and 13 of a room reply.
 fn encode_tail(settings: &RoomSettings) -> Bytes {
-    let mut tail = Vec::new();
     // Protobuf readers accept fields in any order: these two come after the
     // generated part's field 14.
-    if let Some(map) = &settings.auto_start_config {
-        encode_struct_field(AUTO_START_CONFIG, map, &mut tail);
+    Bytes::from(encode_struct_fields([
+        (AUTO_START_CONFIG, &settings.auto_start_config),
+        (MULTI_COMPOSITION, &settings.multi_composition),
+    ]))
+}
+
+/// The Struct fields that are set, as `(tag, value)`, encoded in this order.
+fn encode_struct_fields(fields: [(u32, &Option<Map<String, Value>>); 2]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (tag, map) in fields {
+        if let Some(map) = map {
+            encode_struct_field(tag, map, &mut out);
+        }
     }
-    if let Some(map) = &settings.multi_composition {
-        encode_struct_field(MULTI_COMPOSITION, map, &mut tail);
-    }
-    Bytes::from(tail)
+    out
 }
 
 /// The encoded settings (fields 12 and 13) of the rooms being read.
@@ -356,14 +363,10 @@ impl CreateRoomInput {
 
     /// Fields 6 and 7, encoded.
     fn tail(&self) -> Vec<u8> {
-        let mut tail = Vec::new();
-        if let Some(map) = &self.auto_start_config {
-            encode_struct_field(REQUEST_AUTO_START_CONFIG, map, &mut tail);
-        }
-        if let Some(map) = &self.multi_composition {
-            encode_struct_field(REQUEST_MULTI_COMPOSITION, map, &mut tail);
-        }
-        tail
+        encode_struct_fields([
+            (REQUEST_AUTO_START_CONFIG, &self.auto_start_config),
+            (REQUEST_MULTI_COMPOSITION, &self.multi_composition),
+        ])
     }
 }
 
