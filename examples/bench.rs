@@ -47,6 +47,8 @@
 //! `--redis-cpu` (both CPU 1 by default, the server on CPU 0): on a 2-core
 //! machine the load generator and Redis share one core.
 
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
 #[path = "support/raw_grpc.rs"]
 mod raw_grpc;
 #[path = "support/redis_admin.rs"]
@@ -267,7 +269,7 @@ fn pinned(cpu: &str, nice: i32, program: impl AsRef<std::ffi::OsStr>) -> Command
 }
 
 async fn run(args: Args, machine: String) -> Result<(), String> {
-    let ticks = clock_ticks();
+    let ticks = proc_stat::clock_ticks();
     let settings = settings(args.settings_bytes);
     let mut redis = None;
     let mut redis_url = args.redis_url.clone();
@@ -957,60 +959,6 @@ impl Caller {
     }
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name: state is field 3, so
-    // utime (14) and stime (15) are at 11 and 12.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (field(11) + field(12)) / ticks
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Busy (not idle, not iowait) and stolen seconds of one CPU, from /proc/stat.
-fn core_seconds(cpu: Option<usize>, ticks: f64) -> (f64, f64) {
-    let Some(cpu) = cpu else {
-        return (f64::NAN, f64::NAN);
-    };
-    let name = format!("cpu{cpu}");
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-    else {
-        return (f64::NAN, f64::NAN);
-    };
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    if f.len() < 8 {
-        return (f64::NAN, f64::NAN);
-    }
-    // user nice system idle iowait irq softirq steal: busy excludes steal.
-    let busy = f[0] + f[1] + f[2] + f[5] + f[6];
-    (busy / ticks, f[7] / ticks)
-}
-
 #[derive(Clone, Copy)]
 struct Cpu {
     server: f64,
@@ -1031,12 +979,12 @@ impl Cpu {
         load_core: Option<usize>,
         ticks: f64,
     ) -> Cpu {
-        let (core_busy, core_steal) = core_seconds(core, ticks);
-        let (load_core_busy, _) = core_seconds(load_core, ticks);
+        let (core_busy, core_steal) = proc_stat::core_seconds(core, ticks);
+        let (load_core_busy, _) = proc_stat::core_seconds(load_core, ticks);
         Cpu {
-            server: cpu_seconds(server, ticks),
-            redis: redis.map_or(f64::NAN, |pid| cpu_seconds(pid, ticks)),
-            load: cpu_seconds(std::process::id(), ticks),
+            server: proc_stat::cpu_seconds(server, ticks),
+            redis: redis.map_or(f64::NAN, |pid| proc_stat::cpu_seconds(pid, ticks)),
+            load: proc_stat::cpu_seconds(std::process::id(), ticks),
             core_busy,
             core_steal,
             load_core_busy,

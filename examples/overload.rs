@@ -13,6 +13,7 @@
 //! cargo run --release --example overload
 //! cargo run --release --example overload -- --target 127.0.0.1:50051   # dev-mode binary
 //! cargo run --release --example overload -- --rounds 3   # alternate; judge on medians
+//! cargo run --release --example overload -- --target 127.0.0.1:50071 --server-pid $PID --server-core 0
 //! cargo run --release --example overload -- --help
 //! ```
 //!
@@ -22,6 +23,8 @@
 //! admitted calls under 50 ms and goodput at least 90% of the peak. Each
 //! phase lasts `--warmup` + `--duration` seconds; then the program exits.
 
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
 #[path = "support/raw_grpc.rs"]
 mod raw_grpc;
 
@@ -100,6 +103,18 @@ struct Args {
     #[arg(long)]
     server_threads: Option<usize>,
 
+    /// The `--target` server's process id: each phase then also prints the
+    /// server's CPU use and its CPU time per OK call. This machine's speed
+    /// drifts between minutes, and goodput alone cannot tell a slower
+    /// minute from a server that does more work per call under the flood.
+    #[arg(long)]
+    server_pid: Option<u32>,
+
+    /// The core the server is pinned to: each phase then also prints the
+    /// share of it the hypervisor stole.
+    #[arg(long)]
+    server_core: Option<usize>,
+
     /// API key and secret the token is signed with (the in-process server
     /// accepts exactly this key; a dev-mode binary accepts the default).
     #[arg(long, default_value = "devkey")]
@@ -113,6 +128,12 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     if args.in_flight == 0 || args.connections == 0 || args.low.contains(&0) || args.duration == 0 {
         eprintln!("--in-flight, --low, --connections and --duration must be positive");
+        return ExitCode::from(2);
+    }
+    if args.server_pid.is_some() && args.target.is_none() {
+        eprintln!(
+            "--server-pid needs --target: an in-process server shares this process's CPU time"
+        );
         return ExitCode::from(2);
     }
     let target = match &args.target {
@@ -190,8 +211,18 @@ async fn main() -> ExitCode {
     );
     println!();
     println!(
-        "{:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8}",
-        "in flight", "goodput/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "exhausted/s", "other"
+        "{:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8} {:>8} {:>10} {:>6}",
+        "in flight",
+        "goodput/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "exhausted/s",
+        "other",
+        "srv cpu",
+        "cpu µs/OK",
+        "steal"
     );
 
     let plan = Plan {
@@ -201,9 +232,13 @@ async fn main() -> ExitCode {
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         backoff: args.backoff_ms.map(Duration::from_millis),
+        server_pid: args.server_pid,
+        server_core: args.server_core,
+        ticks: proc_stat::clock_ticks(),
     };
     let mut ratios = Vec::new();
     let mut p99s = Vec::new();
+    let mut cpu_ratios = Vec::new();
     for round in 1..=args.rounds {
         if args.rounds > 1 {
             println!("round {round}");
@@ -228,13 +263,29 @@ async fn main() -> ExitCode {
             peak.goodput(),
             peak.in_flight
         );
+        if let (Some(low), Some(flood)) = (peak.cpu_per_ok(), high.cpu_per_ok()) {
+            println!(
+                "server CPU per OK call: {:.1} µs at {} in flight, {:.1} µs at {} ({:.2}x)",
+                low * 1e6,
+                peak.in_flight,
+                flood * 1e6,
+                high.in_flight,
+                flood / low
+            );
+            cpu_ratios.push(flood / low);
+        }
         println!(
-            "at {} in flight: goodput {:.0}/s = {:.1}% of peak (goal >= 90%), admitted p99 {} (goal < 50 ms), {} refused with RESOURCE_EXHAUSTED, {} other failures{}",
+            "at {} in flight: goodput {:.0}/s = {:.1}% of peak (goal >= 90%), admitted p99 {} (goal < 50 ms), {} refused with RESOURCE_EXHAUSTED (mean pushback {}), {} other failures{}",
             high.in_flight,
             high.goodput(),
             ratio * 100.0,
             p99.map_or("n/a".to_owned(), ms),
             high.exhausted,
+            if high.exhausted == 0 {
+                "n/a".to_owned()
+            } else {
+                ms(high.pushback / u32::try_from(high.exhausted).unwrap_or(u32::MAX))
+            },
             high.other_total(),
             high.other_summary()
         );
@@ -255,6 +306,14 @@ async fn main() -> ExitCode {
             args.rounds,
             ratio * 100.0,
             p99.map_or("n/a".to_owned(), ms)
+        );
+    }
+    if args.rounds > 1 && !cpu_ratios.is_empty() {
+        cpu_ratios.sort_by(f64::total_cmp);
+        println!(
+            "median of {} rounds: server CPU per OK call under the flood {:.2}x that at the peak",
+            cpu_ratios.len(),
+            cpu_ratios[cpu_ratios.len() / 2]
         );
     }
     let met = ratio >= 0.9 && p99.is_some_and(|p| p < Duration::from_millis(50));
@@ -394,6 +453,10 @@ struct Plan {
     duration: Duration,
     /// `None`: the server's `grpc-retry-pushback-ms`.
     backoff: Option<Duration>,
+    server_pid: Option<u32>,
+    server_core: Option<usize>,
+    /// Clock ticks per second of `/proc`'s CPU times.
+    ticks: f64,
 }
 
 /// What one phase measured: only calls that started after the warm-up and
@@ -404,14 +467,21 @@ struct Phase {
     /// Latencies of the OK calls, sorted, in microseconds.
     ok: Vec<u32>,
     exhausted: u64,
+    /// The waits the refusals asked for, added up.
+    pushback: Duration,
     other: BTreeMap<String, u64>,
     examples: BTreeMap<String, String>,
+    /// The server's CPU seconds and its core's stolen seconds in the
+    /// measured window, when `--server-pid` (and `--server-core`) are given.
+    server_cpu: Option<f64>,
+    steal: Option<f64>,
 }
 
 #[derive(Default)]
 struct Tally {
     ok: Vec<u32>,
     exhausted: u64,
+    pushback: Duration,
     other: BTreeMap<String, u64>,
     /// One message per code in `other`.
     examples: BTreeMap<String, String>,
@@ -422,6 +492,22 @@ impl Plan {
         let start = Instant::now();
         let measured_from = start + self.warmup;
         let end = measured_from + self.duration;
+        let (pid, core, ticks) = (self.server_pid, self.server_core, self.ticks);
+        // Read at the window's edges, as the calls counted are.
+        let cpu = tokio::spawn(async move {
+            let read = || {
+                (
+                    pid.map(|pid| proc_stat::cpu_seconds(pid, ticks)),
+                    core.map(|core| proc_stat::core_seconds(Some(core), ticks).1),
+                )
+            };
+            tokio::time::sleep_until(measured_from).await;
+            let before = read();
+            tokio::time::sleep_until(end).await;
+            let after = read();
+            let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+            (diff(after.0, before.0), diff(after.1, before.1))
+        });
         let mut callers = Vec::with_capacity(in_flight);
         for i in 0..in_flight {
             let client = self.clients[i % self.clients.len()].clone();
@@ -447,10 +533,12 @@ impl Plan {
                             None
                         }
                         Err(status) if status.code() == Code::ResourceExhausted => {
+                            let asked = pushback(&status);
                             if counted {
                                 tally.exhausted += 1;
+                                tally.pushback += asked.unwrap_or_default();
                             }
-                            backoff.or_else(|| pushback(&status))
+                            backoff.or(asked)
                         }
                         Err(status) => {
                             if counted {
@@ -476,13 +564,18 @@ impl Plan {
             duration: self.duration,
             ok: Vec::new(),
             exhausted: 0,
+            pushback: Duration::ZERO,
             other: BTreeMap::new(),
             examples: BTreeMap::new(),
+            server_cpu: None,
+            steal: None,
         };
+        (phase.server_cpu, phase.steal) = cpu.await.expect("the CPU reader does not panic");
         for caller in callers {
             let tally = caller.await.expect("a caller does not panic");
             phase.ok.extend(tally.ok);
             phase.exhausted += tally.exhausted;
+            phase.pushback += tally.pushback;
             for (code, n) in tally.other {
                 *phase.other.entry(code).or_default() += n;
             }
@@ -509,6 +602,12 @@ impl Phase {
         Some(Duration::from_micros(u64::from(self.ok[rank - 1])))
     }
 
+    /// The server's CPU seconds per OK call in the window.
+    fn cpu_per_ok(&self) -> Option<f64> {
+        let cpu = self.server_cpu.filter(|cpu| cpu.is_finite())?;
+        (!self.ok.is_empty()).then(|| cpu / self.ok.len() as f64)
+    }
+
     fn other_total(&self) -> u64 {
         self.other.values().sum()
     }
@@ -527,16 +626,23 @@ impl Phase {
 
     fn print(&self) {
         let show = |p: f64| self.percentile(p).map_or("n/a".to_owned(), ms_bare);
+        let secs = self.duration.as_secs_f64();
+        let share =
+            |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s / secs * 100.0));
         println!(
-            "{:>10} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>11.0} {:>8}",
+            "{:>10} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>11.0} {:>8} {:>8} {:>10} {:>6}",
             self.in_flight,
             self.goodput(),
             show(0.5),
             show(0.99),
             show(0.999),
             show(1.0),
-            self.exhausted as f64 / self.duration.as_secs_f64(),
-            self.other_total()
+            self.exhausted as f64 / secs,
+            self.other_total(),
+            share(self.server_cpu),
+            self.cpu_per_ok()
+                .map_or("-".to_owned(), |cpu| format!("{:.1}", cpu * 1e6)),
+            share(self.steal)
         );
     }
 }
