@@ -79,9 +79,7 @@ impl ApiError {
                 api.fields = vec![FieldViolation::new(field, Error::ROOM_ID_RULE)];
             }
             Error::RateLimited { retry_after, .. } => {
-                // Whole seconds, rounded up: Retry-After takes no fractions.
-                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
-                api.retry_after = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
+                api.retry_after = Some(retry_after_seconds(retry_after));
             }
             _ => {}
         }
@@ -139,14 +137,15 @@ impl ApiError {
         )
     }
 
-    /// The server is at its bound on calls in flight: 503, retry in a second.
-    pub fn overloaded() -> ApiError {
+    /// The server is at its bound on calls in flight: 503, retry after
+    /// `wait` (whole seconds, rounded up).
+    pub fn overloaded(wait: std::time::Duration) -> ApiError {
         let mut api = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ResourceExhausted.as_str(),
             "server overloaded: too many calls in flight, retry shortly",
         );
-        api.retry_after = Some(1);
+        api.retry_after = Some(retry_after_seconds(wait));
         api
     }
 
@@ -206,4 +205,11 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> ApiError {
         ApiError::from_service(err)
     }
+}
+
+/// Whole seconds, rounded up and at least one: `Retry-After` takes no
+/// fractions, and 0 would invite an immediate retry.
+fn retry_after_seconds(wait: std::time::Duration) -> u32 {
+    let seconds = wait.as_millis().div_ceil(1000).max(1);
+    u32::try_from(seconds).unwrap_or(u32::MAX)
 }

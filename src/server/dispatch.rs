@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use super::listener::ConnectionService;
 use super::observe::{self, Call};
+use super::pushback::Pushback;
 use crate::gateway::ApiError;
 use crate::telemetry::AccessLogLevel;
 use crate::telemetry::metrics::{self, InFlight};
@@ -37,9 +38,6 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body read before a handler runs: the largest message
 /// any service accepts (64 KiB) plus gRPC's 5-byte frame header.
 const MAX_BODY_BYTES: usize = 64 * 1024 + 5;
-/// The wait, in milliseconds, a refused gRPC call asks of its client before
-/// a retry (`grpc-retry-pushback-ms`); REST's `Retry-After: 1` is its mean.
-pub const PUSHBACK_MS: std::ops::Range<u32> = 500..1500;
 /// How long a refused call's body is drained before the refusal is sent.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -51,6 +49,8 @@ pub struct Dispatch {
     pub rest: Router,
     /// One permit per call being served; none left means refuse at once.
     pub in_flight: Arc<Semaphore>,
+    /// How long refused callers are asked to wait.
+    pub pushback: Arc<Pushback>,
     /// `--access-log-level`.
     pub access_log: AccessLogLevel,
     /// Answer `GET /metrics` here (no `--metrics-listen`).
@@ -155,7 +155,7 @@ impl Dispatch {
             let _ =
                 tokio::time::timeout(DRAIN_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
                     .await;
-            return overloaded(grpc);
+            return self.overloaded(grpc);
         }
         // Reflection is a bidirectional stream (grpcurl keeps sending on
         // it): its body is read as it comes, within the same total deadline.
@@ -209,7 +209,7 @@ impl Dispatch {
                     let slot = match &body {
                         Ok(_) => match self.slot(transport) {
                             Some(slot) => Some(slot),
-                            None => return overloaded(grpc),
+                            None => return self.overloaded(grpc),
                         },
                         Err(_) => None,
                     };
@@ -242,14 +242,38 @@ impl Dispatch {
     /// one is taken.
     fn slot(&self, transport: &'static str) -> Option<Slot> {
         match self.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => Some(Slot {
-                _permit: permit,
-                _gauge: InFlight::enter(),
-            }),
+            Ok(permit) => {
+                self.pushback.admitted();
+                Some(Slot {
+                    _permit: permit,
+                    _gauge: InFlight::enter(),
+                })
+            }
             Err(_) => {
                 metrics::shed(transport);
                 None
             }
+        }
+    }
+
+    /// The refusal of a call past the bound, with the wait it asks for.
+    fn overloaded(&self, grpc: bool) -> Response<Body> {
+        let wait = self
+            .pushback
+            .refused(tokio::time::Instant::now(), rand::random());
+        if grpc {
+            let mut response = grpc_refusal(tonic::Status::resource_exhausted(
+                "server overloaded: too many calls in flight, retry shortly",
+            ));
+            // gRPC's retry design (A6): a client with a retry policy waits
+            // this long before it tries again.
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            response
+                .headers_mut()
+                .insert("grpc-retry-pushback-ms", http::HeaderValue::from(ms));
+            response
+        } else {
+            ApiError::overloaded(wait).into_response()
         }
     }
 }
@@ -333,25 +357,6 @@ fn is_reflection<B>(request: &Request<B>) -> bool {
 fn is_health_check<B>(request: &Request<B>) -> bool {
     let path = request.uri().path();
     path.starts_with("/grpc.health.v1.Health/") || path == "/healthz" || path == "/readyz"
-}
-
-fn overloaded(grpc: bool) -> Response<Body> {
-    if grpc {
-        let mut response = grpc_refusal(tonic::Status::resource_exhausted(
-            "server overloaded: too many calls in flight, retry shortly",
-        ));
-        // gRPC's retry design (A6): a client with a retry policy waits this
-        // long before it tries again, instead of spending the server's CPU
-        // on refusals. Jittered so that callers refused together do not
-        // come back together.
-        let pushback = rand::random_range(PUSHBACK_MS);
-        response
-            .headers_mut()
-            .insert("grpc-retry-pushback-ms", http::HeaderValue::from(pushback));
-        response
-    } else {
-        ApiError::overloaded().into_response()
-    }
 }
 
 /// A trailers-only gRPC answer: HTTP 200 with the status in the headers.

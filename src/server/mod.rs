@@ -11,6 +11,7 @@
 mod dispatch;
 mod listener;
 mod observe;
+mod pushback;
 mod tls;
 
 use std::future::Future;
@@ -302,6 +303,7 @@ pub async fn serve(
             &app.cors,
         ),
         in_flight: Arc::new(Semaphore::new(app.limits.max_in_flight)),
+        pushback: Arc::new(pushback::Pushback::new(tokio::time::Instant::now())),
         access_log: app.observability.access_log,
         metrics_here,
     };

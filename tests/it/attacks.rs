@@ -1041,6 +1041,98 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
     assert_eq!(response.status(), http::StatusCode::OK);
 }
 
+/// A crowd refused at once is not told to come back at once: each refusal
+/// promises a return time of its own, spread so that the returns arrive at
+/// a bounded rate (here, with nothing admitted, 64 a second), up to 10 s
+/// ahead. With a fixed 0.5–1.5 s pushback, 300 callers would come back
+/// within one second and cost the server 300 more refusals there.
+#[tokio::test]
+async fn a_refused_crowd_is_told_to_come_back_spread_out() {
+    let (server, mut holding) = TestServer::start_holding(Limits {
+        max_in_flight: 4,
+        ..Default::default()
+    })
+    .await;
+    let token = acme_token();
+    holding.hold(&server, 4).await;
+    let client = server.rooms().await;
+
+    let calls = (0..300).map(|_| {
+        let mut client = client.clone();
+        let token = token.clone();
+        async move {
+            let sent = Instant::now();
+            let status = client
+                .get_room(authed(
+                    GetRoomRequest {
+                        room_id: "no-such-room".into(),
+                    },
+                    &token,
+                ))
+                .await
+                .expect_err("every slot is held");
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            let ms: u64 = status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .expect("grpc-retry-pushback-ms on a refusal")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            sent + Duration::from_millis(ms)
+        }
+    });
+    let started = Instant::now();
+    let mut returns: Vec<Instant> = futures::future::join_all(calls).await;
+    returns.sort();
+    let ms = |at: &Instant| at.saturating_duration_since(started).as_millis();
+    assert!(
+        ms(&returns[0]) >= 500,
+        "first return {} ms after the crowd",
+        ms(&returns[0])
+    );
+    // 300 returns at 64 a second reach about 5 s ahead; never past 10 s
+    // (plus the time the crowd took to be refused).
+    let last = ms(returns.last().unwrap());
+    assert!(
+        (4_000..12_000).contains(&last),
+        "last return after {last} ms"
+    );
+    // At most 64 a second, with room for the time the calls took.
+    for (i, from) in returns.iter().enumerate() {
+        let within = returns[i..]
+            .iter()
+            .take_while(|at| at.duration_since(*from) < Duration::from_secs(1))
+            .count();
+        assert!(
+            within <= 80,
+            "{within} returns within a second of {} ms",
+            ms(from)
+        );
+    }
+
+    // A REST caller refused now is told to wait past the promised returns.
+    let response = server
+        .http()
+        .get(format!("{}/v2/rooms", server.url()))
+        .header(http::header::AUTHORIZATION, &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = response.headers()[http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (4..=11).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    holding.release().await;
+}
+
 /// A call whose message has not arrived waits on its client, so it holds no
 /// slot of `--max-in-flight` (4 here) meanwhile. Otherwise anyone, token or
 /// not, could fill every slot with headers alone and keep them filled. With
