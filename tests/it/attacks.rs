@@ -963,14 +963,7 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
     let (status, took) = refusal;
     assert!(status.message().contains("overloaded"), "{status:?}");
     // gRPC clients with a retry policy wait as long as the server asks.
-    let pushback: u32 = status
-        .metadata()
-        .get("grpc-retry-pushback-ms")
-        .expect("grpc-retry-pushback-ms on a refusal")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pushback = pushback_ms(&status);
     assert!((500..1500).contains(&pushback), "pushback {pushback} ms");
     assert!(
         took < NORMAL_CALL_WITHIN,
@@ -990,14 +983,7 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
         took < NORMAL_CALL_WITHIN,
         "refused after {took:?}, not at once"
     );
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .expect("Retry-After")
-        .to_str()
-        .unwrap()
-        .parse::<u64>()
-        .expect("Retry-After in seconds");
+    let retry_after = retry_after_seconds(&response);
     assert!(
         (1..=60).contains(&retry_after),
         "Retry-After: {retry_after}"
@@ -1072,15 +1058,7 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
                 .await
                 .expect_err("every slot is held");
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            let ms: u64 = status
-                .metadata()
-                .get("grpc-retry-pushback-ms")
-                .expect("grpc-retry-pushback-ms on a refusal")
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            sent + Duration::from_millis(ms)
+            sent + Duration::from_millis(pushback_ms(&status))
         }
     });
     let started = Instant::now();
@@ -1121,16 +1099,36 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
         .await
         .unwrap();
     assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    let retry_after: u64 = response.headers()[http::header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after_seconds(&response);
     assert!(
         (4..=11).contains(&retry_after),
         "Retry-After: {retry_after}"
     );
     holding.release().await;
+}
+
+/// The wait a gRPC refusal asks for (`grpc-retry-pushback-ms`).
+fn pushback_ms(status: &tonic::Status) -> u64 {
+    status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("grpc-retry-pushback-ms on a refusal")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("grpc-retry-pushback-ms in milliseconds")
+}
+
+/// The wait a REST refusal asks for (`Retry-After`).
+fn retry_after_seconds(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds")
 }
 
 /// A call whose message has not arrived waits on its client, so it holds no
