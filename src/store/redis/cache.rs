@@ -512,23 +512,36 @@ impl Barriers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(marker, seen);
-        let outcome = async {
-            let client_id = send(format!("{MARKER_CHANNEL}{marker}")).await?;
-            // The reply is in; the marker's push may still be in the relay,
-            // behind invalidations sent before it.
-            match tokio::time::timeout(within, relayed).await {
-                Ok(Ok(())) => Ok(client_id),
-                _ => Err(StoreError::Unavailable(
-                    "redis cache barrier: the marker was not relayed".into(),
-                )),
-            }
+        let _entry = MarkerEntry {
+            markers: &self.markers,
+            marker,
+        };
+        let client_id = send(format!("{MARKER_CHANNEL}{marker}")).await?;
+        // The reply is in; the marker's push may still be in the relay,
+        // behind invalidations sent before it.
+        match tokio::time::timeout(within, relayed).await {
+            Ok(Ok(())) => Ok(client_id),
+            _ => Err(StoreError::Unavailable(
+                "redis cache barrier: the marker was not relayed".into(),
+            )),
         }
-        .await;
+    }
+}
+
+/// Removes a marker's waiter however its barrier ends, a cancelled call
+/// included: a marker that was never sent, or whose push was lost with its
+/// connection, would otherwise stay in the map for the process's life.
+struct MarkerEntry<'a> {
+    markers: &'a Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    marker: u64,
+}
+
+impl Drop for MarkerEntry<'_> {
+    fn drop(&mut self) {
         self.markers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&marker);
-        outcome
+            .remove(&self.marker);
     }
 }
 
@@ -695,6 +708,43 @@ mod tests {
         }
         let rounds = sent.load(Ordering::Relaxed);
         assert!((1..=3).contains(&rounds), "{rounds} rounds for 20 callers");
+    }
+
+    /// Calls end early (their client goes away, their deadline passes)
+    /// while they lead a barrier round: neither a marker never sent nor one
+    /// sent and never relayed may stay behind.
+    #[tokio::test]
+    async fn cancelled_barriers_leave_no_marker_behind() {
+        let cache = RoomCache::new(1 << 20);
+        for sent in [false, true] {
+            let call = cache.barrier(Scope::Node, Duration::from_secs(60), |_| async move {
+                if !sent {
+                    std::future::pending::<()>().await;
+                }
+                Ok(1)
+            });
+            let cancelled = tokio::time::timeout(Duration::from_millis(20), call).await;
+            assert!(cancelled.is_err(), "the barrier ended by itself");
+            let left = cache
+                .barriers
+                .markers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            assert_eq!(left, 0, "markers left behind (sent: {sent})");
+        }
+        // The cancelled leader's round is over: the next call leads its own.
+        let relay = &cache;
+        let result = cache
+            .barrier(Scope::Node, Duration::from_secs(5), |channel| async move {
+                relay.apply(PushInfo {
+                    kind: PushKind::Unsubscribe,
+                    data: vec![Value::BulkString(channel.into_bytes()), Value::Int(0)],
+                });
+                Ok(7)
+            })
+            .await;
+        assert_eq!(result.unwrap(), 7);
     }
 
     #[tokio::test]
