@@ -165,6 +165,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMSERVICE_MAX_ROOMS_PER_ACCOUNT", default_value = "1000000", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rooms_per_account: u64,
 
+    /// WatchEvents streams one account may have open on this server at
+    /// once; more are RESOURCE_EXHAUSTED. Each open stream polls the store
+    /// five times a second.
+    #[arg(long, env = "ROOMSERVICE_MAX_WATCHERS_PER_ACCOUNT", default_value_t = crate::service::EventService::DEFAULT_MAX_WATCHERS_PER_ACCOUNT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers_per_account: u32,
+
     /// Tokens whose `exp` lies further ahead than this are refused: a token
     /// that never expires in practice cannot be revoked.
     #[arg(long, env = "ROOMSERVICE_MAX_TOKEN_LIFETIME", default_value = "366d", value_parser = parse_duration)]

@@ -153,6 +153,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         limits: Limits {
             max_in_flight: args.max_in_flight as usize,
             max_rooms_per_account: args.max_rooms_per_account,
+            max_watchers_per_account: args.max_watchers_per_account as usize,
             rate_limit: args.rate_limit,
         },
         tls: tls.clone(),

@@ -139,6 +139,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Rooms one account may hold.
     pub max_rooms_per_account: u64,
+    /// WatchEvents streams one account may have open on this server.
+    pub max_watchers_per_account: usize,
     /// Calls one account may make on this server (`--rate-limit`); none
     /// by default.
     pub rate_limit: Option<RateLimit>,
@@ -149,6 +151,7 @@ impl Default for Limits {
         Limits {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT as usize,
             max_rooms_per_account: 1_000_000,
+            max_watchers_per_account: EventService::DEFAULT_MAX_WATCHERS_PER_ACCOUNT,
             rate_limit: None,
         }
     }
@@ -267,6 +270,7 @@ pub async fn serve(
         app.clock.clone(),
         keys.clone(),
     )
+    .with_max_watchers_per_account(app.limits.max_watchers_per_account)
     .with_shutdown(stopping);
     let deliverer = if app.webhooks.deliver {
         let worker = DeliveryWorker::new(

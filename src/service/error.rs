@@ -29,6 +29,13 @@ pub enum Error {
     /// account`). gRPC RESOURCE_EXHAUSTED, HTTP 429.
     #[error("room limit reached: an account may hold at most {limit} rooms")]
     AccountFull { limit: u64 },
+    /// The account already has the most event streams open on this server
+    /// that it may (`--max-watchers-per-account`). gRPC RESOURCE_EXHAUSTED,
+    /// HTTP 429.
+    #[error(
+        "too many event streams: an account may have at most {limit} WatchEvents streams open on one server; close one first"
+    )]
+    TooManyWatchers { limit: usize },
     /// A disabled room refuses new sessions and joins. FAILED_PRECONDITION,
     /// HTTP 409.
     #[error("room {room} is disabled: it accepts no sessions or joins")]
@@ -67,7 +74,9 @@ impl PublicError for Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Store(e) => e.code(),
             Error::NoFreeRoomId(_) => ErrorCode::Internal,
-            Error::AccountFull { .. } | Error::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            Error::AccountFull { .. }
+            | Error::RateLimited { .. }
+            | Error::TooManyWatchers { .. } => ErrorCode::ResourceExhausted,
             Error::RoomDisabled { .. } | Error::IdempotencyKeyReused => {
                 ErrorCode::FailedPrecondition
             }

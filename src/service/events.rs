@@ -2,6 +2,7 @@
 //! its log, and what it may see and replay of its webhook deliveries. The
 //! deliveries themselves are made by [`super::DeliveryWorker`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,51 @@ pub struct EventService {
     /// Becomes true when the server starts to stop: watches end then, so
     /// that graceful shutdown does not wait for streams that never end.
     stopping: watch::Receiver<bool>,
+    watchers: Arc<Watchers>,
+}
+
+/// The watch streams open on this server, per account. Each one polls the
+/// store five times a second for as long as it is open, so one account
+/// could otherwise open enough of them to take the store's whole capacity.
+#[derive(Debug)]
+struct Watchers {
+    max_per_account: usize,
+    open: std::sync::Mutex<HashMap<UserId, usize>>,
+}
+
+/// One open watch stream, counted against its account until dropped.
+struct WatcherSlot {
+    watchers: Arc<Watchers>,
+    user_id: UserId,
+}
+
+impl Watchers {
+    fn enter(self: &Arc<Self>, user_id: &UserId) -> Result<WatcherSlot, Error> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(user_id.clone()).or_default();
+        if *count >= self.max_per_account {
+            return Err(Error::TooManyWatchers {
+                limit: self.max_per_account,
+            });
+        }
+        *count += 1;
+        Ok(WatcherSlot {
+            watchers: self.clone(),
+            user_id: user_id.clone(),
+        })
+    }
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        let mut open = self.watchers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// The webhook signing key: the operator's (`--webhook-signing-key`), or one
@@ -114,7 +160,24 @@ impl EventService {
             clock,
             keys,
             stopping: watch::channel(false).1,
+            watchers: Arc::new(Watchers {
+                max_per_account: Self::DEFAULT_MAX_WATCHERS_PER_ACCOUNT,
+                open: Default::default(),
+            }),
         }
+    }
+
+    /// The default `--max-watchers-per-account`.
+    pub const DEFAULT_MAX_WATCHERS_PER_ACCOUNT: usize = 256;
+
+    /// Watch streams one account may have open on this server at once;
+    /// more are RESOURCE_EXHAUSTED.
+    pub fn with_max_watchers_per_account(mut self, max: usize) -> EventService {
+        self.watchers = Arc::new(Watchers {
+            max_per_account: max,
+            open: Default::default(),
+        });
+        self
     }
 
     /// Watches end (UNAVAILABLE, resume elsewhere) once `stopping` is true.
@@ -279,6 +342,9 @@ impl EventService {
                 }
             }
         };
+        // Counted from here until the stream's task ends, which it does
+        // within a poll of its watcher going away.
+        let slot = self.watchers.enter(&user_id)?;
         let events = self.events.clone();
         let room_id = room.map(|r| r.room_id);
         let types = request.types;
@@ -287,6 +353,7 @@ impl EventService {
         let (tx, rx) = mpsc::channel(64);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut cursor = start;
             loop {
                 let batch = match events

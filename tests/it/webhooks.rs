@@ -1749,3 +1749,55 @@ async fn stopping_the_server_ends_open_watches() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("shutting down"), "{status:?}");
 }
+
+/// Each open watch polls the store several times a second, so one account
+/// may only have `--max-watchers-per-account` of them open on a server
+/// (2 here). The next is RESOURCE_EXHAUSTED naming the limit; another
+/// account is not affected; and once a watcher goes away its place is free
+/// again.
+#[tokio::test]
+async fn an_account_may_only_open_so_many_watches() {
+    let server = TestServer::start_with_limits(roomservice::server::Limits {
+        max_watchers_per_account: 2,
+        ..Default::default()
+    })
+    .await;
+    let first = watch(&server, &acme_token(), WatchEventsRequest::default())
+        .await
+        .expect("first watch");
+    let _second = watch(&server, &acme_token(), WatchEventsRequest::default())
+        .await
+        .expect("second watch");
+    let refused = watch(&server, &acme_token(), WatchEventsRequest::default())
+        .await
+        .expect_err("a third watch of the same account");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("at most 2 WatchEvents streams"),
+        "{refused:?}"
+    );
+    let _other = watch(&server, &globex_token(), WatchEventsRequest::default())
+        .await
+        .expect("another account's watch");
+
+    drop(first);
+    // The stream's task notices within one of its polls.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    loop {
+        match watch(&server, &acme_token(), WatchEventsRequest::default()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    Instant::now() < give_up,
+                    "the closed watch's place never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
