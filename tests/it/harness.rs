@@ -381,6 +381,31 @@ pub fn spawn_binary_with(
     (service, address)
 }
 
+/// Starts `roomservice serve` on a free port with JSON logs and `args`, and
+/// hands each line it writes to stderr to `forward`, on a thread of its own,
+/// for as long as the process runs: for tests that wait for log lines at any
+/// time, not only until the server listens ([`spawn_binary`]).
+pub fn spawn_forwarding_logs(
+    args: &[&str],
+    mut forward: impl FnMut(String) + Send + 'static,
+) -> Service {
+    let child = roomservice()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut service = Service::adopt(child);
+    let stderr = service.child_mut().stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            forward(line);
+        }
+    });
+    service
+}
+
 /// A running `roomservice` process. Killed when dropped, so a failing test
 /// never leaves one behind; [`Service::stop`] stops it gracefully instead.
 pub struct Service(Option<Child>);

@@ -3,9 +3,7 @@
 //! tests run beside these, so counts are compared before and after as lower
 //! bounds, never as exact totals.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -91,22 +89,11 @@ struct Logged {
 
 impl Logged {
     fn spawn(args: &[&str]) -> Logged {
-        let child = roomservice()
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut service = Service::adopt(child);
-        let stderr = service.child_mut().stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let parsed = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
-                let _ = tx.send(parsed);
-            }
+        let service = spawn_forwarding_logs(args, move |line| {
+            let parsed = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+            let _ = tx.send(parsed);
         });
         let mut logged = Logged {
             service,

@@ -6,7 +6,7 @@
 //! for the process to exit.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,25 +176,13 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Server {
-        let child = roomservice()
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--log", "info,roomservice=debug"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut service = Service::adopt(child);
-        let stderr = service.child_mut().stderr.take().unwrap();
         let (tx, logs) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
+        let args: Vec<&str> = ["--log", "info,roomservice=debug"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let service = spawn_forwarding_logs(&args, move |line| {
+            let _ = tx.send(line);
         });
         let mut server = Server {
             service,
