@@ -289,6 +289,19 @@ async fn main() -> ExitCode {
             high.other_total(),
             high.other_summary()
         );
+        if !high.to_admission.is_empty() {
+            let at = |p: f64| {
+                let n = high.to_admission.len();
+                let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+                high.to_admission[rank - 1]
+            };
+            println!(
+                "refused callers: {} admitted later in the window, {:.1} s (p50) / {:.1} s (p99) from their first refusal",
+                high.to_admission.len(),
+                f64::from(at(0.5)) / 1000.0,
+                f64::from(at(0.99)) / 1000.0
+            );
+        }
         for (code, message) in &high.examples {
             println!("  e.g. {code}: {message:?}");
         }
@@ -469,6 +482,9 @@ struct Phase {
     exhausted: u64,
     /// The waits the refusals asked for, added up.
     pushback: Duration,
+    /// For each call that was admitted after one or more refusals: the time
+    /// from its caller's first refusal to that OK answer, in ms, sorted.
+    to_admission: Vec<u32>,
     other: BTreeMap<String, u64>,
     examples: BTreeMap<String, String>,
     /// The server's CPU seconds and its core's stolen seconds in the
@@ -482,6 +498,7 @@ struct Tally {
     ok: Vec<u32>,
     exhausted: u64,
     pushback: Duration,
+    to_admission: Vec<u32>,
     other: BTreeMap<String, u64>,
     /// One message per code in `other`.
     examples: BTreeMap<String, String>,
@@ -516,6 +533,8 @@ impl Plan {
             let backoff = self.backoff;
             callers.push(tokio::spawn(async move {
                 let mut tally = Tally::default();
+                // When this caller's current run of refusals began.
+                let mut refused_since: Option<Instant> = None;
                 loop {
                     let sent = Instant::now();
                     if sent >= end {
@@ -530,9 +549,19 @@ impl Plan {
                                 let micros = (done - sent).as_micros();
                                 tally.ok.push(u32::try_from(micros).unwrap_or(u32::MAX));
                             }
+                            if let Some(since) = refused_since.take()
+                                && since >= measured_from
+                                && done <= end
+                            {
+                                let ms = (done - since).as_millis();
+                                tally
+                                    .to_admission
+                                    .push(u32::try_from(ms).unwrap_or(u32::MAX));
+                            }
                             None
                         }
                         Err(status) if status.code() == Code::ResourceExhausted => {
+                            refused_since.get_or_insert(sent);
                             let asked = pushback(&status);
                             if counted {
                                 tally.exhausted += 1;
@@ -565,6 +594,7 @@ impl Plan {
             ok: Vec::new(),
             exhausted: 0,
             pushback: Duration::ZERO,
+            to_admission: Vec::new(),
             other: BTreeMap::new(),
             examples: BTreeMap::new(),
             server_cpu: None,
@@ -576,6 +606,7 @@ impl Plan {
             phase.ok.extend(tally.ok);
             phase.exhausted += tally.exhausted;
             phase.pushback += tally.pushback;
+            phase.to_admission.extend(tally.to_admission);
             for (code, n) in tally.other {
                 *phase.other.entry(code).or_default() += n;
             }
@@ -584,6 +615,7 @@ impl Plan {
             }
         }
         phase.ok.sort_unstable();
+        phase.to_admission.sort_unstable();
         phase
     }
 }
