@@ -360,15 +360,8 @@ pub fn spawn_binary_with(
     args: &[&str],
     wait_for_redis: bool,
 ) -> (Service, String) {
-    let child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Adopted at once, so that a failed wait below kills it too.
-    let mut service = Service::adopt(child);
+    let mut service = serve(&mut command, args);
     let needles: &[&str] = if wait_for_redis {
         // Quoted: "not connected to redis yet" appears in other lines.
         &["roomservice listening", r#""message":"connected to redis""#]
@@ -381,6 +374,19 @@ pub fn spawn_binary_with(
     (service, address)
 }
 
+/// `command serve` on a free port with JSON logs and `args`, its stderr
+/// piped for the caller to read.
+fn serve(command: &mut Command, args: &[&str]) -> Service {
+    let child = command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Service::adopt(child)
+}
+
 /// Starts `roomservice serve` on a free port with JSON logs and `args`, and
 /// hands each line it writes to stderr to `forward`, on a thread of its own,
 /// for as long as the process runs: for tests that wait for log lines at any
@@ -389,14 +395,7 @@ pub fn spawn_forwarding_logs(
     args: &[&str],
     mut forward: impl FnMut(String) + Send + 'static,
 ) -> Service {
-    let child = roomservice()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut service = Service::adopt(child);
+    let mut service = serve(&mut roomservice(), args);
     let stderr = service.child_mut().stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
