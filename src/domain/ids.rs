@@ -97,15 +97,9 @@ impl DocumentId {
         // ObjectIds hold the seconds in 32 bits; they wrap in 2106.
         let seconds = created_at_seconds as u32;
         // Every room reply carries it: hexed by hand, not formatted.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let number = room_id.number();
         let mut hex = String::with_capacity(24);
-        for shift in (0..8).rev() {
-            hex.push(char::from(DIGITS[(seconds >> (shift * 4)) as usize & 0xf]));
-        }
-        for shift in (0..16).rev() {
-            hex.push(char::from(DIGITS[(number >> (shift * 4)) as usize & 0xf]));
-        }
+        push_hex(&mut hex, u64::from(seconds), 8);
+        push_hex(&mut hex, room_id.number(), 16);
         DocumentId(hex)
     }
 
@@ -121,6 +115,16 @@ impl DocumentId {
 
     pub fn into_string(self) -> String {
         self.0
+    }
+}
+
+/// Appends the low `digits` hex digits of `value`, lower case, zero-padded:
+/// what `{:0width$x}` writes, without the formatting machinery, for ids
+/// made on every call.
+pub fn push_hex(out: &mut String, value: u64, digits: u32) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..digits).rev() {
+        out.push(char::from(DIGITS[(value >> (shift * 4)) as usize & 0xf]));
     }
 }
 

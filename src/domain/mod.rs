@@ -11,7 +11,7 @@ pub use event::{
     Event, EventId, LIFECYCLE_EVENTS, LeaveReason, NewEvent, is_known_event, lifecycle_events,
     subscribed, webhook_timestamp,
 };
-pub use ids::{CustomRoomId, DocumentId, RoomId, UserId};
+pub use ids::{CustomRoomId, DocumentId, RoomId, UserId, push_hex};
 pub use page::Paging;
 pub use room::{
     AutoCloseConfig, AutoCloseParams, AutoCloseType, CreateRoomParams, GeoFence, Room,

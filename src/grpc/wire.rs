@@ -557,11 +557,17 @@ impl prost::Message for EntryIn {
     }
 }
 
+impl ListIn<'_> {
+    fn to_generic(&self) -> prost_types::ListValue {
+        prost_types::ListValue {
+            values: self.0.iter().cloned().map(convert::json_to_value).collect(),
+        }
+    }
+}
+
 impl prost::Message for ListIn<'_> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for item in self.0.iter() {
-            prost::encoding::message::encode(1, &convert::json_to_value(item.clone()), buf);
-        }
+        self.to_generic().encode_raw(buf);
     }
 
     fn merge_field(
@@ -582,9 +588,7 @@ impl prost::Message for ListIn<'_> {
     }
 
     fn encoded_len(&self) -> usize {
-        let mut buf = Vec::new();
-        self.encode_raw(&mut buf);
-        buf.len()
+        self.to_generic().encoded_len()
     }
 
     fn clear(&mut self) {

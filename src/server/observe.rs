@@ -54,14 +54,11 @@ fn acceptable_request_id(id: &[u8]) -> bool {
 /// 16 random bytes, hex. Made for every call that brings no id, so without
 /// `format!` per byte.
 fn new_request_id() -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; 16] = rand::random();
-    let mut hex = [0u8; 32];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    HeaderValue::from_bytes(&hex).expect("hex digits make a header value")
+    let (high, low): (u64, u64) = rand::random();
+    let mut hex = String::with_capacity(32);
+    crate::domain::push_hex(&mut hex, high, 16);
+    crate::domain::push_hex(&mut hex, low, 16);
+    HeaderValue::try_from(hex).expect("hex digits make a header value")
 }
 
 /// The full names (`package.Service/Method`) of every gRPC method served,
