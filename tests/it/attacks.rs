@@ -972,9 +972,12 @@ async fn calls_beyond_max_in_flight_are_refused_at_once() {
     };
     let (status, took) = refusal;
     assert!(status.message().contains("overloaded"), "{status:?}");
-    // gRPC clients with a retry policy wait as long as the server asks.
+    // gRPC clients with a retry policy wait as long as the server asks: the
+    // jittered 0.5-1.5 s of a refusal while refusals are few. `hold` was
+    // refused just before, so this return may queue one spacing (1/64 s, 16
+    // ms) behind that one's.
     let pushback = pushback_ms(&status);
-    assert!((500..1500).contains(&pushback), "pushback {pushback} ms");
+    assert!((500..1516).contains(&pushback), "pushback {pushback} ms");
     assert!(
         took < NORMAL_CALL_WITHIN,
         "refused after {took:?}, not at once"
@@ -1057,7 +1060,6 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
         let mut client = client.clone();
         let token = token.clone();
         async move {
-            let sent = Instant::now();
             let status = client
                 .get_room(authed(
                     GetRoomRequest {
@@ -1068,7 +1070,9 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
                 .await
                 .expect_err("every slot is held");
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            sent + Duration::from_millis(pushback_ms(&status))
+            // A client waits from when the refusal reaches it: the return
+            // times do not then depend on how fast the server refused.
+            Instant::now() + Duration::from_millis(pushback_ms(&status))
         }
     });
     let started = Instant::now();
@@ -1087,7 +1091,7 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
         (4_000..12_000).contains(&last),
         "last return after {last} ms"
     );
-    // At most 64 a second, with room for the time the calls took.
+    // At most 64 a second, with room for the refusals' travel times.
     for (i, from) in returns.iter().enumerate() {
         let within = returns[i..]
             .iter()
@@ -1100,7 +1104,9 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
         );
     }
 
-    // A REST caller refused now is told to wait past the promised returns.
+    // A REST caller refused now is told to wait past the promised returns
+    // (from 3 s, allowing for the time the crowd took to be refused; a
+    // fixed 0.5-1.5 s pushback would say 1 or 2).
     let response = server
         .http()
         .get(format!("{}/v2/rooms", server.url()))
@@ -1111,7 +1117,7 @@ async fn a_refused_crowd_is_told_to_come_back_spread_out() {
     assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     let retry_after = retry_after_seconds(&response);
     assert!(
-        (4..=11).contains(&retry_after),
+        (3..=11).contains(&retry_after),
         "Retry-After: {retry_after}"
     );
     holding.release().await;
