@@ -285,7 +285,8 @@ fn wait_until_ready(port: u16) {
     panic!("redis-server on port {port} did not start");
 }
 
-/// A minimal RESP client: enough for PING, INFO, CONFIG and CLUSTER INFO.
+/// A minimal RESP client: enough for PING, INFO, CONFIG and the CLUSTER
+/// commands of a reshard.
 fn command(port: u16, args: &[&str]) -> String {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -316,19 +317,30 @@ fn command(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// Whether a simple-string, error, integer or bulk-string answer is complete.
+/// Whether a simple-string, error, integer, bulk-string or array answer is
+/// complete.
 fn resp_complete(answer: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(answer);
-    match text.chars().next() {
-        Some('+' | '-' | ':') => text.ends_with("\r\n"),
-        Some('$') => {
-            let Some((len, rest)) = text[1..].split_once("\r\n") else {
-                return false;
-            };
-            let len: i64 = len.parse().unwrap_or(0);
-            len < 0 || rest.len() >= len as usize + 2
+    resp_end(answer, 0) == Some(answer.len())
+}
+
+/// Where the RESP value starting at `at` ends, if all of it is there.
+fn resp_end(answer: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + answer.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let after_line = line_end + 2;
+    let number = || -> i64 {
+        String::from_utf8_lossy(&answer[at + 1..line_end])
+            .parse()
+            .unwrap_or(0)
+    };
+    match answer[at] {
+        b'+' | b'-' | b':' => Some(after_line),
+        b'$' if number() < 0 => Some(after_line),
+        b'$' => {
+            let end = after_line + number() as usize + 2;
+            (answer.len() >= end).then_some(end)
         }
-        _ => false,
+        b'*' => (0..number().max(0)).try_fold(after_line, |at, _| resp_end(answer, at)),
+        _ => None,
     }
 }
 
@@ -383,6 +395,79 @@ impl RedisCluster {
     pub fn seed_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+
+    /// Reshards `slot` from node `from` to node `to` as `redis-cli --cluster
+    /// reshard` does: [`RedisCluster::begin_slot_move`], then
+    /// [`RedisCluster::finish_slot_move`].
+    pub fn move_slot(&self, slot: u16, from: usize, to: usize) {
+        self.begin_slot_move(slot, from, to);
+        self.finish_slot_move(slot, from, to);
+    }
+
+    /// The first half of a reshard: `slot` IMPORTING on `to` and MIGRATING
+    /// on `from`, and every key MIGRATEd. Until the second half, `from`
+    /// still owns the slot and answers ASK for the keys it no longer has.
+    pub fn begin_slot_move(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        assert_ok(
+            target.command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &node_id(source)]),
+            "IMPORTING",
+        );
+        assert_ok(
+            source.command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &node_id(target)]),
+            "MIGRATING",
+        );
+        let port = target.port.to_string();
+        loop {
+            let keys = resp_lines(&source.command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]));
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            assert_ok(source.command(&migrate), "MIGRATE");
+        }
+    }
+
+    /// The second half of a reshard: `slot` assigned to `to` on every node,
+    /// the two it moves between first.
+    pub fn finish_slot_move(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let target_id = node_id(&self.nodes[to]);
+        let others = (0..self.nodes.len()).filter(|i| *i != from && *i != to);
+        for i in [to, from].into_iter().chain(others) {
+            assert_ok(
+                self.nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
+                "SETSLOT NODE",
+            );
+        }
+    }
+}
+
+fn node_id(node: &RedisServer) -> String {
+    resp_lines(&node.command(&["CLUSTER", "MYID"]))
+        .pop()
+        .expect("CLUSTER MYID answers")
+}
+
+fn assert_ok(answer: String, what: &str) {
+    assert!(answer.starts_with("+OK"), "{what}: {answer}");
+}
+
+/// The string values of a RESP answer (simple, bulk, or an array of them),
+/// in order; no value may contain CR or LF.
+pub fn resp_lines(answer: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut lines = answer.split("\r\n");
+    while let Some(line) = lines.next() {
+        match line.as_bytes().first() {
+            Some(b'$') if line != "$-1" => values.push(lines.next().unwrap_or_default().to_owned()),
+            Some(b'+') => values.push(line[1..].to_owned()),
+            _ => {}
+        }
+    }
+    values
 }
 
 /// One Redis and one cluster shared by the tests that only need isolation

@@ -289,3 +289,106 @@ async fn a_zero_bound_turns_the_cache_off() {
     });
     assert_eq!(store.room_cache_stats(), None);
 }
+
+/// The account's slot is resharded to another primary while two replicas
+/// serve it, B with the room cached. Reads by roomId follow the slot
+/// without an error, never serve the room as it was before a change made
+/// after the move, and are cached again on the new primary; creates work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharded_slot_is_followed_and_never_read_stale() {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix();
+    let mut a = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let mut b = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let room = a.create("reshard-0").await;
+    b.get(&room.room_id).await;
+    let hits = b.hits();
+    b.get(&room.room_id).await;
+    assert_eq!(b.hits(), hits + 1, "B had the room cached before the move");
+
+    let (slot, from) = account_slot(&cluster);
+    let to = (from + 1) % cluster.nodes.len();
+    cluster.move_slot(slot, from, to);
+    assert_eq!(slot_keys(&cluster.nodes[from], slot), 0, "keys left behind");
+    assert!(slot_keys(&cluster.nodes[to], slot) > 0, "keys not moved");
+
+    // B's entry was dropped when the keys left the old primary (an
+    // invalidation); its first read is sent there, is MOVED, and follows.
+    let read = b.get(&room.room_id).await;
+    assert_fresh(&read, &room, "B, first read after the move", 0);
+    for i in 0..20 {
+        let written = a.set_status(&room.room_id, i % 2 == 0, false).await;
+        let through_b = b.get(&room.room_id).await;
+        assert_fresh(&through_b, &written, "B after the move", i);
+        let through_a = a.get(&room.room_id).await;
+        assert_fresh(&through_a, &written, "A after the move", i);
+    }
+    let hits = b.hits();
+    b.get(&room.room_id).await;
+    assert_eq!(b.hits(), hits + 1, "B caches again on the new primary");
+
+    let created = b.create("reshard-1").await;
+    let read = a.get(&created.room_id).await;
+    assert_fresh(&read, &created, "A, a room made after the move", 0);
+}
+
+/// The number in a RESP integer answer (`:N`).
+fn resp_integer(answer: &str) -> i64 {
+    answer
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an integer answer: {answer:?}"))
+}
+
+/// Reads while the account's slot is half moved (its keys already on the
+/// new primary, reached by an ASK redirect) are answered, and fresh. What
+/// B read then must not be served unless it was tracked where it was read:
+/// once the move is complete and B routes to the new primary, a change
+/// through A is seen by B's next read. And B caches again after the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_a_reshard_are_answered_and_never_stale() {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix();
+    let mut a = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let mut b = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let room = a.create("midmove-0").await;
+    let (slot, from) = account_slot(&cluster);
+    let to = (from + 1) % cluster.nodes.len();
+
+    cluster.begin_slot_move(slot, from, to);
+    // The keys are on the new primary; the old one still owns the slot.
+    let read = b.get(&room.room_id).await;
+    assert_fresh(&read, &room, "B during the move", 0);
+    let written = a.set_status(&room.room_id, true, false).await;
+    let read = b.get(&room.room_id).await;
+    assert_fresh(&read, &written, "B during the move, after a change", 1);
+
+    cluster.finish_slot_move(slot, from, to);
+    // B's next call for the slot is MOVED, and B learns the new owner
+    // without touching the room's entry, if it has one.
+    b.create("midmove-1").await;
+    let written = a.set_status(&room.room_id, false, false).await;
+    let read = b.get(&room.room_id).await;
+    assert_fresh(&read, &written, "B after the move", 2);
+    let hits = b.hits();
+    b.get(&room.room_id).await;
+    assert_eq!(b.hits(), hits + 1, "B caches again once the move is done");
+}
+
+/// The account's slot, and the node that holds its keys.
+fn account_slot(cluster: &RedisCluster) -> (u16, usize) {
+    let tag = format!("{{{ACME_USER}}}");
+    let slot = resp_integer(&cluster.nodes[0].command(&["CLUSTER", "KEYSLOT", &tag])) as u16;
+    let from = cluster
+        .nodes
+        .iter()
+        .position(|node| slot_keys(node, slot) > 0)
+        .expect("some node holds the account's keys");
+    (slot, from)
+}
+
+/// How many keys `node` holds in `slot`.
+fn slot_keys(node: &RedisServer, slot: u16) -> i64 {
+    resp_integer(&node.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]))
+}

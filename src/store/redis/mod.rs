@@ -284,7 +284,12 @@ impl RedisStore {
     /// reconnected since. Returns that connection's client id and the
     /// script's reply. One round trip, or three the first time a node sees
     /// the script (NOSCRIPT, SCRIPT LOAD, again).
-    async fn tracked_lookup(&self, lookup: &Lookup) -> Result<(i64, Value), StoreError> {
+    ///
+    /// `None` when the slot is being resharded: the read was redirected
+    /// (`ASK`, `MOVED` or `TRYAGAIN` came back, the client library having
+    /// followed what it could), so it cannot be known to be tracked on the
+    /// connection whose client id came back. The caller reads untracked.
+    async fn tracked_lookup(&self, lookup: &Lookup) -> Result<Option<(i64, Value)>, StoreError> {
         let room_key = &lookup.keys[0];
         let mut pipeline = redis::pipe();
         pipeline
@@ -303,11 +308,32 @@ impl RedisStore {
         let route = Route::with_key(room_key.as_bytes(), SlotAddr::Master);
         let mut loaded = false;
         loop {
-            let replies = within_deadline(send_pipeline(&mut connection, &pipeline, route)).await?;
+            let sent = within_deadline(async {
+                match send_pipeline(&mut connection, &pipeline, route).await {
+                    Err(error) if is_redirect(error.kind()) => Ok(None),
+                    sent => sent.map(Some),
+                }
+            })
+            .await?;
+            let Some(replies) = sent else {
+                return Ok(None);
+            };
             let [tracking, client_id, caching, reply] =
                 <[Value; 4]>::try_from(replies).map_err(|r| {
                     StoreError::Corrupt(format!("tracked lookup: {} replies, not 4", r.len()))
                 })?;
+            let redirected = |reply: &&Value| match reply {
+                Value::ServerError(error) => error
+                    .kind()
+                    .is_some_and(|kind| is_redirect(ErrorKind::Server(kind))),
+                _ => false,
+            };
+            if [&tracking, &client_id, &caching, &reply]
+                .iter()
+                .any(redirected)
+            {
+                return Ok(None);
+            }
             for setup in [tracking, caching] {
                 server_error(setup)?;
             }
@@ -326,9 +352,20 @@ impl RedisStore {
                     within_deadline(invocation.load_async(&mut connection)).await?;
                     loaded = true;
                 }
-                reply => return Ok((client_id, server_error(reply)?)),
+                reply => return Ok(Some((client_id, server_error(reply)?))),
             }
         }
+    }
+
+    /// `get.lua` as a plain script call: one round trip, and redirects are
+    /// followed by the client library.
+    async fn untracked_lookup(
+        &self,
+        user_id: &UserId,
+        lookup: &Lookup,
+    ) -> Result<Vec<Option<Room>>, StoreError> {
+        let invocation = lookup.invocation(&self.scripts.get);
+        codec::decode_lookup(user_id, self.invoke(&invocation).await?)
     }
 
     /// A barrier for the room cache on the connection that serves
@@ -634,28 +671,31 @@ impl Store for RedisStore {
                 // A miss (or an entry from a lost connection): read and fill.
                 let room_key = &lookup.keys[0];
                 let ticket = cache.begin_fill(room_key);
-                let tracked = self.tracked_lookup(&lookup).await;
-                let (client_id, found) = match tracked {
-                    Ok((client_id, reply)) => match codec::decode_lookup(user_id, reply) {
-                        Ok(found) => (client_id, found),
-                        Err(error) => {
-                            cache.finish_fill(ticket, None);
-                            return Err(error);
-                        }
-                    },
+                let tracked = self.tracked_lookup(&lookup).await.and_then(|tracked| {
+                    tracked
+                        .map(|(client_id, reply)| {
+                            Ok((client_id, codec::decode_lookup(user_id, reply)?))
+                        })
+                        .transpose()
+                });
+                match tracked {
+                    Ok(Some((client_id, found))) => {
+                        let direct = found.first().cloned().flatten();
+                        cache.finish_fill(ticket, direct.map(|room| (room, client_id)));
+                        found
+                    }
+                    // Resharding: read untracked, and cache nothing.
+                    Ok(None) => {
+                        cache.finish_fill(ticket, None);
+                        self.untracked_lookup(user_id, &lookup).await?
+                    }
                     Err(error) => {
                         cache.finish_fill(ticket, None);
                         return Err(error);
                     }
-                };
-                let direct = found.first().cloned().flatten();
-                cache.finish_fill(ticket, direct.map(|room| (room, client_id)));
-                found
+                }
             }
-            _ => {
-                let invocation = lookup.invocation(&self.scripts.get);
-                codec::decode_lookup(user_id, self.invoke(&invocation).await?)?
-            }
+            _ => self.untracked_lookup(user_id, &lookup).await?,
         };
 
         let kinds: Vec<Reading> = readings
@@ -946,6 +986,12 @@ async fn send_pipeline(
                 .await
         }
     }
+}
+
+/// Whether Redis sent the command elsewhere: the slot is being resharded.
+fn is_redirect(kind: ErrorKind) -> bool {
+    use ServerErrorKind::{Ask, Moved, TryAgain};
+    matches!(kind, ErrorKind::Server(Moved | Ask | TryAgain))
 }
 
 /// A pipeline reply, or the error it carries.
