@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest, Room};
+use roomservice::grpc::pb::{CreateRoomRequest, GetRoomRequest, Room, UpdateRoomStatusRequest};
 use roomservice::store::{RedisConfig, RedisStore};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -300,4 +300,75 @@ async fn shutdown_lets_in_flight_calls_finish() {
         .await
         .expect("the server stops once the call is done")
         .unwrap();
+}
+
+/// The primary that holds the account's keys dies and the cluster promotes
+/// its replica: the service follows on its own. Calls succeed again without
+/// a restart; the room made before (replicated before the kill) is still
+/// there and can be changed, and reads through the room cache see the
+/// change; health is SERVING again. (Calls while no primary serves the slot
+/// fail fast: `dead_cluster_primary_is_reported_and_recovered_from`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_is_followed_without_a_restart() {
+    let mut cluster = RedisCluster::start_with_replicas(1);
+    let store = connected_store(cluster.seed_urls(), true, unique_prefix()).await;
+    let server = TestServer::start_with(Arc::new(store), false).await;
+    let room = create(&server, Some("failover")).await.unwrap();
+    assert_eq!(get(&server, &room.room_id).await.unwrap(), room);
+    assert_eq!(get(&server, &room.room_id).await.unwrap(), room, "cached");
+
+    let tag = format!("{{{ACME_USER}}}");
+    let slot = cluster.nodes[0].command(&["CLUSTER", "KEYSLOT", &tag]);
+    let slot = slot.trim().trim_start_matches(':').to_owned();
+    let keys_in_slot = |node: &RedisServer| node.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot]);
+    let is_master = |node: &RedisServer| {
+        resp_lines(&node.command(&["ROLE"]))
+            .first()
+            .is_some_and(|role| role == "master")
+    };
+    let owner = (0..cluster.nodes.len())
+        .find(|&i| is_master(&cluster.nodes[i]) && keys_in_slot(&cluster.nodes[i]) != ":0\r\n")
+        .expect("a master holds the account's keys");
+    let owner_port = cluster.nodes[owner].port.to_string();
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| {
+            cluster.nodes[i]
+                .info("replication")
+                .contains(&format!("master_port:{owner_port}"))
+        })
+        .expect("the owner has a replica");
+    // Replication is asynchronous: kill only once the replica has the room.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys_in_slot(&cluster.nodes[replica]) != keys_in_slot(&cluster.nodes[owner]) {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.nodes[owner].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_master(&cluster.nodes[replica]) {
+        assert!(Instant::now() < deadline, "the replica was never promoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let recovered_in = time_to_recover(&server, Duration::from_secs(10)).await;
+    eprintln!("calls succeed again {recovered_in:?} after the promotion");
+    assert_eq!(get(&server, &room.room_id).await.unwrap(), room);
+    let mut client = server.rooms().await;
+    let disabled = client
+        .update_room_status(authed(
+            UpdateRoomStatusRequest {
+                room_id: room.room_id.clone(),
+                status: "disabled".into(),
+            },
+            &acme_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(disabled.disabled);
+    for _ in 0..2 {
+        assert_eq!(get(&server, &room.room_id).await.unwrap(), disabled);
+    }
+    wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(10)).await;
 }

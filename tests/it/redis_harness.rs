@@ -351,7 +351,13 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with_replicas(0)
+    }
+
+    /// 3 masters, each with `replicas` replicas (which node is which is
+    /// `redis-cli`'s choice: ask a node its `ROLE`).
+    pub fn start_with_replicas(replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--save",
@@ -375,17 +381,20 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("redis-cli is installed");
         assert!(status.success(), "redis-cli --cluster create failed");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !nodes
-            .iter()
-            .all(|n| n.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
+        // Replicas count once they have synced: until then a failover
+        // would have nothing to promote.
+        while !nodes.iter().all(|n| {
+            n.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                && !n.info("replication").contains("master_link_status:down")
+                && !n.info("replication").contains("master_sync_in_progress:1")
+        }) {
             assert!(Instant::now() < deadline, "cluster never reached state ok");
             std::thread::sleep(Duration::from_millis(100));
         }
