@@ -317,17 +317,14 @@ async fn a_failover_to_a_replica_is_followed_without_a_restart() {
     assert_eq!(get(&server, &room.room_id).await.unwrap(), room);
     assert_eq!(get(&server, &room.room_id).await.unwrap(), room, "cached");
 
-    let tag = format!("{{{ACME_USER}}}");
-    let slot = cluster.nodes[0].command(&["CLUSTER", "KEYSLOT", &tag]);
-    let slot = slot.trim().trim_start_matches(':').to_owned();
-    let keys_in_slot = |node: &RedisServer| node.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot]);
+    let slot = cluster.slot_of_account(ACME_USER);
     let is_master = |node: &RedisServer| {
         resp_lines(&node.command(&["ROLE"]))
             .first()
             .is_some_and(|role| role == "master")
     };
     let owner = (0..cluster.nodes.len())
-        .find(|&i| is_master(&cluster.nodes[i]) && keys_in_slot(&cluster.nodes[i]) != ":0\r\n")
+        .find(|&i| is_master(&cluster.nodes[i]) && cluster.keys_in_slot(i, slot) > 0)
         .expect("a master holds the account's keys");
     let owner_port = cluster.nodes[owner].port.to_string();
     let replica = (0..cluster.nodes.len())
@@ -339,7 +336,7 @@ async fn a_failover_to_a_replica_is_followed_without_a_restart() {
         .expect("the owner has a replica");
     // Replication is asynchronous: kill only once the replica has the room.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while keys_in_slot(&cluster.nodes[replica]) != keys_in_slot(&cluster.nodes[owner]) {
+    while cluster.keys_in_slot(replica, slot) != cluster.keys_in_slot(owner, slot) {
         assert!(Instant::now() < deadline, "the replica never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -405,6 +405,18 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// The slot of an account's keys: their hash tag is the userId.
+    pub fn slot_of_account(&self, user_id: &str) -> u16 {
+        let tag = format!("{{{user_id}}}");
+        resp_integer(&self.nodes[0].command(&["CLUSTER", "KEYSLOT", &tag])) as u16
+    }
+
+    /// How many keys node `node` holds in `slot`.
+    pub fn keys_in_slot(&self, node: usize, slot: u16) -> i64 {
+        let slot = slot.to_string();
+        resp_integer(&self.nodes[node].command(&["CLUSTER", "COUNTKEYSINSLOT", &slot]))
+    }
+
     /// Reshards `slot` from node `from` to node `to` as `redis-cli --cluster
     /// reshard` does: [`RedisCluster::begin_slot_move`], then
     /// [`RedisCluster::finish_slot_move`].
@@ -462,6 +474,15 @@ fn node_id(node: &RedisServer) -> String {
 
 fn assert_ok(answer: String, what: &str) {
     assert!(answer.starts_with("+OK"), "{what}: {answer}");
+}
+
+/// The number in a RESP integer answer (`:N`).
+pub fn resp_integer(answer: &str) -> i64 {
+    answer
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an integer answer: {answer:?}"))
 }
 
 /// The string values of a RESP answer (simple, bulk, or an array of them),

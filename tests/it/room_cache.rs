@@ -296,21 +296,17 @@ async fn a_zero_bound_turns_the_cache_off() {
 /// after the move, and are cached again on the new primary; creates work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resharded_slot_is_followed_and_never_read_stale() {
-    let cluster = RedisCluster::start();
-    let prefix = unique_prefix();
-    let mut a = Replica::start(cluster.seed_urls(), true, &prefix).await;
-    let mut b = Replica::start(cluster.seed_urls(), true, &prefix).await;
-    let room = a.create("reshard-0").await;
+    let (cluster, mut a, mut b, room, slot, from) =
+        two_replicas_on_a_new_cluster("reshard-0").await;
     b.get(&room.room_id).await;
     let hits = b.hits();
     b.get(&room.room_id).await;
     assert_eq!(b.hits(), hits + 1, "B had the room cached before the move");
 
-    let (slot, from) = account_slot(&cluster);
     let to = (from + 1) % cluster.nodes.len();
     cluster.move_slot(slot, from, to);
-    assert_eq!(slot_keys(&cluster.nodes[from], slot), 0, "keys left behind");
-    assert!(slot_keys(&cluster.nodes[to], slot) > 0, "keys not moved");
+    assert_eq!(cluster.keys_in_slot(from, slot), 0, "keys left behind");
+    assert!(cluster.keys_in_slot(to, slot) > 0, "keys not moved");
 
     // B's entry was dropped when the keys left the old primary (an
     // invalidation); its first read is sent there, is MOVED, and follows.
@@ -332,15 +328,6 @@ async fn a_resharded_slot_is_followed_and_never_read_stale() {
     assert_fresh(&read, &created, "A, a room made after the move", 0);
 }
 
-/// The number in a RESP integer answer (`:N`).
-fn resp_integer(answer: &str) -> i64 {
-    answer
-        .trim()
-        .strip_prefix(':')
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not an integer answer: {answer:?}"))
-}
-
 /// Reads while the account's slot is half moved (its keys already on the
 /// new primary, reached by an ASK redirect) are answered, and fresh. What
 /// B read then must not be served unless it was tracked where it was read:
@@ -348,12 +335,8 @@ fn resp_integer(answer: &str) -> i64 {
 /// through A is seen by B's next read. And B caches again after the move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_a_reshard_are_answered_and_never_stale() {
-    let cluster = RedisCluster::start();
-    let prefix = unique_prefix();
-    let mut a = Replica::start(cluster.seed_urls(), true, &prefix).await;
-    let mut b = Replica::start(cluster.seed_urls(), true, &prefix).await;
-    let room = a.create("midmove-0").await;
-    let (slot, from) = account_slot(&cluster);
+    let (cluster, mut a, mut b, room, slot, from) =
+        two_replicas_on_a_new_cluster("midmove-0").await;
     let to = (from + 1) % cluster.nodes.len();
 
     cluster.begin_slot_move(slot, from, to);
@@ -376,19 +359,19 @@ async fn reads_during_a_reshard_are_answered_and_never_stale() {
     assert_eq!(b.hits(), hits + 1, "B caches again once the move is done");
 }
 
-/// The account's slot, and the node that holds its keys.
-fn account_slot(cluster: &RedisCluster) -> (u16, usize) {
-    let tag = format!("{{{ACME_USER}}}");
-    let slot = resp_integer(&cluster.nodes[0].command(&["CLUSTER", "KEYSLOT", &tag])) as u16;
-    let from = cluster
-        .nodes
-        .iter()
-        .position(|node| slot_keys(node, slot) > 0)
+/// A new 3-master cluster with two replicas on it, and a room made through
+/// A; and the account's slot and the node that holds it.
+async fn two_replicas_on_a_new_cluster(
+    custom_room_id: &str,
+) -> (RedisCluster, Replica, Replica, PbRoom, u16, usize) {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix();
+    let mut a = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let b = Replica::start(cluster.seed_urls(), true, &prefix).await;
+    let room = a.create(custom_room_id).await;
+    let slot = cluster.slot_of_account(ACME_USER);
+    let owner = (0..cluster.nodes.len())
+        .find(|&node| cluster.keys_in_slot(node, slot) > 0)
         .expect("some node holds the account's keys");
-    (slot, from)
-}
-
-/// How many keys `node` holds in `slot`.
-fn slot_keys(node: &RedisServer, slot: u16) -> i64 {
-    resp_integer(&node.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]))
+    (cluster, a, b, room, slot, owner)
 }
