@@ -1267,3 +1267,90 @@ pub async fn deadlines_passed_while_every_replica_was_down_close_at_the_deadline
             .disabled
     );
 }
+
+/// Redis Cluster only: the account's slot is resharded while its sessions
+/// run, once whole and once left half-way (keys on the new primary, the old
+/// one still owning the slot) as their deadlines pass. After the whole
+/// move, joins and leaves work. Half-way, Redis refuses a command on several
+/// keys of the slot unless all of them exist (TRYAGAIN): joins and sweeps
+/// fail UNAVAILABLE then, to be retried, while reads and listings work.
+/// Each session ends once, at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_live_through_a_reshard_and_close_once_at_their_deadline() {
+    const ROOMS: usize = 20;
+    let cluster = RedisCluster::start();
+    let backend = Backend::Redis {
+        urls: cluster.seed_urls(),
+        cluster: true,
+        prefix: unique_prefix(),
+    };
+    let clock = manual_clock();
+    let a = backend.replica(clock.clone(), default_config()).await;
+    let b = backend.replica(clock.clone(), default_config()).await;
+    let mut rooms = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..ROOMS {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let room = create_room(replica, &acme(), None, Some(("session-ends", 60)), &[]).await;
+        sessions.push(join(replica, &room, "alice").await.unwrap());
+        rooms.push(room);
+    }
+    let slot = cluster.slot_of_account(ACME_USER);
+    let first = (0..3)
+        .find(|&node| cluster.keys_in_slot(node, slot) > 0)
+        .expect("some node holds the account's keys");
+    let second = (first + 1) % 3;
+    let third = (first + 2) % 3;
+
+    cluster.move_slot(slot, first, second);
+    clock.advance(secs(10));
+    for (i, room) in rooms.iter().enumerate() {
+        let replica = if i % 2 == 0 { &b } else { &a };
+        let session = join(replica, room, "bob").await.unwrap();
+        assert_eq!(session.id, sessions[i].id, "the running session");
+    }
+    assert_eq!(sweep_until_idle(&[&a, &b]).await, 0, "none due yet");
+
+    for room in &rooms {
+        leave(&a, room, "bob").await.unwrap();
+    }
+    cluster.begin_slot_move(slot, second, third);
+    clock.advance(secs(51));
+    // Half-way, Redis refuses commands on several keys of the slot unless
+    // all of them exist (TRYAGAIN): such calls fail UNAVAILABLE, to be
+    // retried, and nothing else. Reads of one key are redirected.
+    let mut closed_half_way = 0;
+    for replica in [&a, &b] {
+        match replica.sessions.sweep().await {
+            Ok(report) => closed_half_way += report.closed,
+            Err(error) => assert_unavailable(&error, "a sweep half-way"),
+        }
+    }
+    if let Err(error) = join(&b, &rooms[0], "carol").await {
+        assert_unavailable(&error, "a join half-way");
+    }
+    for session in &sessions {
+        let read = a.sessions.get_session(&acme(), session.id.as_str()).await;
+        let read = read.expect("a session read half-way");
+        assert_eq!(read.end, Some(after(session.start, secs(60))), "as of now");
+    }
+    let page = list(&a, &acme(), None, None).await;
+    assert_eq!(page.total, ROOMS, "a listing half-way");
+    cluster.finish_slot_move(slot, second, third);
+
+    let closed = closed_half_way + sweep_until_idle(&[&a, &b]).await;
+    assert_eq!(closed, ROOMS, "each due session closed once");
+    for session in &sessions {
+        let stored = stored(&b, session).await;
+        assert_eq!(stored.value.end, Some(after(session.start, secs(60))));
+        assert_eq!(stored.value.end_reason, Some(EndReason::AutoClose));
+        assert_eq!(stored.version, 4, "start, bob in, bob out, close");
+    }
+    let ended = list(&a, &acme(), None, Some("ended")).await;
+    assert_eq!(ended.total, ROOMS);
+}
+
+#[track_caller]
+fn assert_unavailable(error: &Error, what: &str) {
+    assert_eq!(error.code(), ErrorCode::Unavailable, "{what}: {error:?}");
+}
