@@ -2,15 +2,14 @@
 //! its log, and what it may see and replay of its webhook deliveries. The
 //! deliveries themselves are made by [`super::DeliveryWorker`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::rooms::{caller_room, find_room};
+use super::watchers::{Watchers, wait_for_more};
 use super::{Clock, Error};
 use crate::auth::Caller;
 use crate::domain::{
@@ -24,8 +23,6 @@ use crate::webhook::SigningKey;
 pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
 /// The most filter patterns a watcher may give.
 const MAX_WATCH_TYPES: usize = 32;
-/// How often a watch looks for new events when it has seen none.
-const WATCH_POLL: Duration = Duration::from_millis(200);
 /// How many events a watch reads at once.
 const WATCH_BATCH: usize = 500;
 
@@ -39,50 +36,6 @@ pub struct EventService {
     /// that graceful shutdown does not wait for streams that never end.
     stopping: watch::Receiver<bool>,
     watchers: Arc<Watchers>,
-}
-
-/// The watch streams open on this server, per account. Each one polls the
-/// store five times a second for as long as it is open, so one account
-/// could otherwise open enough of them to take the store's whole capacity.
-#[derive(Debug)]
-struct Watchers {
-    max_per_account: usize,
-    open: std::sync::Mutex<HashMap<UserId, usize>>,
-}
-
-/// One open watch stream, counted against its account until dropped.
-struct WatcherSlot {
-    watchers: Arc<Watchers>,
-    user_id: UserId,
-}
-
-impl Watchers {
-    fn enter(self: &Arc<Self>, user_id: &UserId) -> Result<WatcherSlot, Error> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(user_id.clone()).or_default();
-        if *count >= self.max_per_account {
-            return Err(Error::TooManyWatchers {
-                limit: self.max_per_account,
-            });
-        }
-        *count += 1;
-        Ok(WatcherSlot {
-            watchers: self.clone(),
-            user_id: user_id.clone(),
-        })
-    }
-}
-
-impl Drop for WatcherSlot {
-    fn drop(&mut self) {
-        let mut open = self.watchers.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.user_id) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.user_id);
-            }
-        }
-    }
 }
 
 /// The webhook signing key: the operator's (`--webhook-signing-key`), or one
@@ -160,10 +113,7 @@ impl EventService {
             clock,
             keys,
             stopping: watch::channel(false).1,
-            watchers: Arc::new(Watchers {
-                max_per_account: Self::DEFAULT_MAX_WATCHERS_PER_ACCOUNT,
-                open: Default::default(),
-            }),
+            watchers: Arc::new(Watchers::new(Self::DEFAULT_MAX_WATCHERS_PER_ACCOUNT)),
         }
     }
 
@@ -173,10 +123,7 @@ impl EventService {
     /// Watch streams one account may have open on this server at once;
     /// more are RESOURCE_EXHAUSTED.
     pub fn with_max_watchers_per_account(mut self, max: usize) -> EventService {
-        self.watchers = Arc::new(Watchers {
-            max_per_account: max,
-            open: Default::default(),
-        });
+        self.watchers = Arc::new(Watchers::new(max));
         self
     }
 
@@ -342,9 +289,10 @@ impl EventService {
                 }
             }
         };
-        // Counted from here until the stream's task ends, which it does
-        // within a poll of its watcher going away.
-        let slot = self.watchers.enter(&user_id)?;
+        // Counted from here until the stream's task ends, which it does as
+        // soon as its watcher goes away.
+        let slot = self.watchers.enter(&user_id, &self.events)?;
+        let mut log_end = slot.log_end();
         let events = self.events.clone();
         let room_id = room.map(|r| r.room_id);
         let types = request.types;
@@ -402,8 +350,12 @@ impl EventService {
                     return;
                 }
                 if !full {
+                    // Until the log has something past the cursor, as the
+                    // account's shared poll sees it (or, while that poll
+                    // fails, one poll interval), or the watcher goes away.
                     tokio::select! {
-                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                        _ = wait_for_more(&mut log_end, cursor) => {}
+                        _ = tx.closed() => return,
                         _ = stop_signal(&mut stopping) => {}
                     }
                 }

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod rooms;
 mod sessions;
+mod watchers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use delivery::{DeliveryConfig, DeliveryWorker};

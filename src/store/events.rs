@@ -139,6 +139,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Events before this id may have been dropped from the log.
     async fn trimmed_before(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError>;
 
+    /// The id of the newest event in the account's log, if it has any. One
+    /// cheap command: a server's watchers of an account poll this together,
+    /// and only read the log when it is past where they are.
+    async fn newest_event_id(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError>;
+
     /// Marks the account as having deliveries to look at, no later than
     /// `due` (an earlier mark stays). Call before writing events.
     async fn hint_delivery(&self, user_id: &UserId, due: Timestamp) -> Result<(), StoreError>;

@@ -448,6 +448,11 @@ impl EventStore for MemoryStore {
         Ok(inner.events.trimmed_before(user_id))
     }
 
+    async fn newest_event_id(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError> {
+        let inner = self.inner.lock().expect("store lock poisoned");
+        Ok(inner.events.newest(user_id))
+    }
+
     async fn hint_delivery(&self, user_id: &UserId, due: Timestamp) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().expect("store lock poisoned");
         inner.events.hint(user_id, due);

@@ -68,6 +68,11 @@ impl Events {
         range.take(limit).map(|(_, e)| e.clone()).collect()
     }
 
+    pub(super) fn newest(&self, user_id: &UserId) -> Option<EventId> {
+        let account = self.accounts.get(user_id)?;
+        account.log.last_key_value().map(|(id, _)| *id)
+    }
+
     pub(super) fn trimmed_before(&self, user_id: &UserId) -> Option<EventId> {
         self.accounts.get(user_id).and_then(|a| a.trimmed_before)
     }

@@ -172,6 +172,10 @@ impl EventStore for Metered<Arc<dyn EventStore>> {
         measure("trimmed_before", self.0.trimmed_before(user_id)).await
     }
 
+    async fn newest_event_id(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError> {
+        measure("newest_event_id", self.0.newest_event_id(user_id)).await
+    }
+
     async fn hint_delivery(&self, user_id: &UserId, due: Timestamp) -> Result<(), StoreError> {
         measure("hint_delivery", self.0.hint_delivery(user_id, due)).await
     }

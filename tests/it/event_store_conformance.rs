@@ -36,6 +36,7 @@ macro_rules! event_conformance_suite {
                 records_and_dead_letters_are_newest_first_and_capped,
                 taking_a_dead_letter_removes_exactly_one,
                 trimming_drops_older_events_and_reports_it,
+                the_newest_event_id_is_where_the_log_ends,
                 hints_only_move_earlier,
                 due_hints_are_those_due_at_now,
                 settling_removes_or_moves_a_hint,
@@ -920,6 +921,36 @@ pub async fn taking_a_dead_letter_removes_exactly_one(backend: Backend) {
         store.dead_letters(&owner, 10).await.unwrap(),
         vec![dead("8-0", 5)]
     );
+}
+
+/// What watchers poll: the id of the newest event kept, seen alike through
+/// every connection; none for an empty (or wholly trimmed) log.
+pub async fn the_newest_event_id_is_where_the_log_ends(backend: Backend) {
+    let store = backend.store().await;
+    let other = backend.store().await;
+    let owner = user(21);
+    let room = RoomId::generate();
+    assert_eq!(store.newest_event_id(&owner).await.unwrap(), None);
+    let ids = append(&store, &owner, &room, 3).await;
+    assert_eq!(store.newest_event_id(&owner).await.unwrap(), Some(ids[2]));
+    let more = other.append_event(&owner, &event(&room, 7)).await.unwrap();
+    assert_eq!(store.newest_event_id(&owner).await.unwrap(), Some(more));
+    assert_eq!(other.newest_event_id(&owner).await.unwrap(), Some(more));
+    assert_eq!(store.newest_event_id(&user(22)).await.unwrap(), None);
+
+    lease(&store, &owner, "w").await;
+    let past = id(more.millis, more.seq + 1);
+    update(
+        &store,
+        &owner,
+        "w",
+        DeliveryUpdate {
+            trim_before: Some(past),
+            ..DeliveryUpdate::default()
+        },
+    )
+    .await;
+    assert_eq!(store.newest_event_id(&owner).await.unwrap(), None);
 }
 
 pub async fn trimming_drops_older_events_and_reports_it(backend: Backend) {

@@ -40,6 +40,7 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::harness::*;
+use crate::redis_harness::*;
 use crate::sessions_api::start_session;
 
 /* -------------------------------- receiver --------------------------------- */
@@ -1799,5 +1800,53 @@ async fn an_account_may_only_open_so_many_watches() {
             }
             Err(status) => panic!("{status:?}"),
         }
+    }
+}
+
+/// Twenty WatchEvents streams of one account, idle, cost Redis one poll of
+/// where the log ends per interval between them, not a poll each; an event
+/// published then still reaches every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_watch_streams_share_one_poll() {
+    const STREAMS: usize = 20;
+    let redis = RedisServer::start();
+    let store = connected_store(vec![redis.url()], false, unique_prefix()).await;
+    let server = TestServer::start_opts(ServerOptions {
+        sweeper: false,
+        webhooks: WebhookSettings {
+            deliver: false,
+            ..test_webhooks()
+        },
+        ..ServerOptions::with_store(Arc::new(store))
+    })
+    .await;
+    create_room(&server, "watched", None, None).await;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let stream = watch(&server, &acme_token(), WatchEventsRequest::default()).await;
+        streams.push(stream.expect("a watch"));
+    }
+    // Past the streams' first reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let monitor = Monitor::start(&redis);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let polls = monitor
+        .client_commands(0)
+        .into_iter()
+        .filter(|c| matches!(c.as_str(), "xrange" | "xrevrange" | "hget"))
+        .count();
+    eprintln!("{polls} reads of the log in about a second, {STREAMS} idle streams");
+    // One account: its newest id and trim point, 5 times a second. A poll
+    // per stream would be 2 × 5 × 20 = 200.
+    assert!(
+        polls <= 16,
+        "{polls} reads of the log in about a second for {STREAMS} idle streams"
+    );
+
+    let event = publish(&server, "watched", "recording-started", json!({})).await;
+    for stream in &mut streams {
+        let got = next_events(stream, 1).await;
+        assert_eq!(got[0].event_id, event.event_id);
     }
 }

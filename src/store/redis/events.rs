@@ -98,6 +98,19 @@ impl EventStore for RedisStore {
         codec::decode_events(reply)
     }
 
+    async fn newest_event_id(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError> {
+        let mut connection = self.connection()?;
+        let mut command = redis::cmd("XREVRANGE");
+        command
+            .arg(self.keys.events(user_id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let reply: Value = within_deadline(command.query_async(&mut connection)).await?;
+        Ok(codec::decode_events(reply)?.first().map(|event| event.id))
+    }
+
     async fn trimmed_before(&self, user_id: &UserId) -> Result<Option<EventId>, StoreError> {
         let mut connection = self.connection()?;
         let mut command = redis::cmd("HGET");
