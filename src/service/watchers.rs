@@ -239,9 +239,10 @@ mod tests {
         );
 
         let next = append().await;
-        tokio::time::timeout(WATCH_POLL * 3, wait_for_more(&mut end, seen))
+        // A poll after the append; a loaded machine may take longer.
+        tokio::time::timeout(WATCH_POLL * 10, wait_for_more(&mut end, seen))
             .await
-            .expect("woken within a poll of the append");
+            .expect("woken by a poll after the append");
         assert_eq!(end.borrow().newest, Some(next));
     }
 
