@@ -133,6 +133,19 @@ impl ServerOptions {
             access_log: AccessLogLevel::default(),
         }
     }
+
+    /// No session sweeper and no webhook delivery worker: only the calls
+    /// under test touch the store, so what it sees can be counted.
+    pub fn quiet<S: Store + SessionStore + EventStore>(store: Arc<S>) -> ServerOptions {
+        ServerOptions {
+            sweeper: false,
+            webhooks: WebhookSettings {
+                deliver: false,
+                ..test_webhooks()
+            },
+            ..ServerOptions::with_store(store)
+        }
+    }
 }
 
 impl TestServer {

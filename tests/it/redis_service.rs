@@ -10,7 +10,6 @@ use roomservice::grpc::pb::{
     CreateRoomRequest, DeactivateRoomRequest, GetRoomRequest, ListRoomsRequest,
     UpdateRoomStatusRequest,
 };
-use roomservice::server::WebhookSettings;
 
 use crate::harness::*;
 use crate::redis_harness::*;
@@ -82,17 +81,7 @@ fn round_trips(
 async fn get_is_one_command_and_create_is_one_round_trip() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    // No sweeper or webhook worker: their reads of the deadline and hint
-    // indexes are not the calls'.
-    let server = TestServer::start_opts(ServerOptions {
-        sweeper: false,
-        webhooks: WebhookSettings {
-            deliver: false,
-            ..test_webhooks()
-        },
-        ..ServerOptions::with_store(Arc::new(store))
-    })
-    .await;
+    let server = TestServer::start_opts(ServerOptions::quiet(Arc::new(store))).await;
     let mut client = server.rooms().await;
     let token = acme_token();
     let create = |custom: &str| {
@@ -346,17 +335,7 @@ async fn every_acknowledged_create_survives_a_service_restart_under_load() {
 async fn keys_follow_the_documented_schema() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    // No sweeper or webhook worker: their reads of the deadline and hint
-    // indexes are not the calls'.
-    let server = TestServer::start_opts(ServerOptions {
-        sweeper: false,
-        webhooks: WebhookSettings {
-            deliver: false,
-            ..test_webhooks()
-        },
-        ..ServerOptions::with_store(Arc::new(store))
-    })
-    .await;
+    let server = TestServer::start_opts(ServerOptions::quiet(Arc::new(store))).await;
     let mut client = server.rooms().await;
     for (token, custom) in [
         (acme_token(), Some("named")),
@@ -486,17 +465,7 @@ async fn rediss_urls_connect_over_tls() {
 async fn status_changes_and_listings_are_one_round_trip() {
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, "rs:".into()).await;
-    // No sweeper or webhook worker: their reads of the deadline and hint
-    // indexes are not the calls'.
-    let server = TestServer::start_opts(ServerOptions {
-        sweeper: false,
-        webhooks: WebhookSettings {
-            deliver: false,
-            ..test_webhooks()
-        },
-        ..ServerOptions::with_store(Arc::new(store))
-    })
-    .await;
+    let server = TestServer::start_opts(ServerOptions::quiet(Arc::new(store))).await;
     let mut client = server.rooms().await;
     let token = acme_token();
     let room = client

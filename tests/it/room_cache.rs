@@ -13,7 +13,6 @@ use roomservice::grpc::pb::{
     CreateRoomRequest, DeactivateRoomRequest, GetRoomRequest, Room as PbRoom,
     UpdateRoomStatusRequest,
 };
-use roomservice::server::WebhookSettings;
 use roomservice::store::{RedisConfig, RedisStore, RoomKey, Store};
 use tonic::transport::Channel;
 
@@ -31,16 +30,7 @@ struct Replica {
 impl Replica {
     async fn start(urls: Vec<String>, cluster: bool, prefix: &str) -> Replica {
         let store = Arc::new(connected_store(urls, cluster, prefix.to_owned()).await);
-        // No sweeper or webhook worker: only the calls under test touch Redis.
-        let server = TestServer::start_opts(ServerOptions {
-            sweeper: false,
-            webhooks: WebhookSettings {
-                deliver: false,
-                ..test_webhooks()
-            },
-            ..ServerOptions::with_store(store.clone())
-        })
-        .await;
+        let server = TestServer::start_opts(ServerOptions::quiet(store.clone())).await;
         let client = server.rooms().await;
         Replica {
             store,

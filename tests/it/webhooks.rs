@@ -1811,15 +1811,7 @@ async fn an_accounts_watch_streams_share_one_poll() {
     const STREAMS: usize = 20;
     let redis = RedisServer::start();
     let store = connected_store(vec![redis.url()], false, unique_prefix()).await;
-    let server = TestServer::start_opts(ServerOptions {
-        sweeper: false,
-        webhooks: WebhookSettings {
-            deliver: false,
-            ..test_webhooks()
-        },
-        ..ServerOptions::with_store(Arc::new(store))
-    })
-    .await;
+    let server = TestServer::start_opts(ServerOptions::quiet(Arc::new(store))).await;
     create_room(&server, "watched", None, None).await;
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
